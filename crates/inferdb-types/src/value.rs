@@ -1,0 +1,124 @@
+//! Field types and the values a validated record holds.
+
+use serde::{Deserialize, Serialize};
+
+/// The type of a stream field, as declared in the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    /// UTF-8 text.
+    String,
+    /// 64-bit signed integer.
+    Int,
+    /// 64-bit float; JSON integers are accepted and widened.
+    Float,
+    /// `true` / `false`.
+    Bool,
+    /// RFC 3339 text or epoch milliseconds; stored as epoch milliseconds.
+    Timestamp,
+}
+
+impl FieldType {
+    /// The spec's name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Int => "int",
+            FieldType::Float => "float",
+            FieldType::Bool => "bool",
+            FieldType::Timestamp => "timestamp",
+        }
+    }
+
+    /// Whether numeric aggregations (sum, avg, min, …) apply to the type.
+    pub fn is_numeric(self) -> bool {
+        !matches!(self, FieldType::String)
+    }
+}
+
+/// One value of a record, already checked against its field's type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// Absent optional field, or an aggregate of an empty window.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float (never NaN or infinite: JSON cannot carry them).
+    Float(f64),
+    /// Text.
+    Str(Box<str>),
+    /// Epoch milliseconds.
+    Ts(i64),
+}
+
+impl Value {
+    /// The value as a float for numeric aggregation; `None` for null and text.
+    #[inline]
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            Value::Ts(t) => Some(*t as f64),
+            Value::Null | Value::Str(_) => None,
+        }
+    }
+
+    /// The text, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether this is [`Value::Null`].
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// The value as JSON: timestamps as RFC 3339 text.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::Str(s) => serde_json::Value::String(s.to_string()),
+            Value::Ts(t) => serde_json::Value::String(crate::Timestamp(*t).to_rfc3339()),
+        }
+    }
+
+    /// Approximate heap plus inline size, for memory budgets.
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Value>()
+            + match self {
+                Value::Str(s) => s.len(),
+                _ => 0,
+            }
+    }
+}
+
+/// A stable 64-bit hash of a value (XXH3), the same on every machine and
+/// release: used for entity sharding and distinct counting, so it must not
+/// change once data is stored.
+pub fn stable_hash(v: &Value) -> u64 {
+    use xxhash_rust::xxh3::xxh3_64_with_seed;
+    match v {
+        Value::Null => 0,
+        Value::Bool(b) => xxh3_64_with_seed(&[*b as u8], 1),
+        Value::Int(i) => xxh3_64_with_seed(&i.to_le_bytes(), 2),
+        Value::Float(f) => xxh3_64_with_seed(&f.to_bits().to_le_bytes(), 3),
+        Value::Str(s) => xxh3_64_with_seed(s.as_bytes(), 4),
+        Value::Ts(t) => xxh3_64_with_seed(&t.to_le_bytes(), 5),
+    }
+}
+
+/// The stable hash of a string key (the same as [`stable_hash`] of `Value::Str`).
+pub fn stable_hash_str(s: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(s.as_bytes(), 4)
+}
