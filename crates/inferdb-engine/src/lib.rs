@@ -1,1 +1,588 @@
-//! placeholder
+//! The inferdb database as a value: an [`Engine`] owns the catalog, the
+//! write-ahead log (through its writer thread) and the online state, and
+//! offers ingest and read methods. No networking: the server crate maps
+//! HTTP onto these methods and [`EngineError::kind`] onto status codes.
+//!
+//! Path of an event: [`Engine::ingest`] decodes and validates the body on
+//! the caller's thread ([`parse`]), encodes the good rows and the dead
+//! letters into one frame ([`frame`]), and queues it to the writer thread
+//! ([`writer`]) — refusing at once with [`EngineError::Overloaded`] when the
+//! bounded queue is full. The writer appends the frame, fsyncs per policy
+//! (group commit), applies it to online state ([`state`]: windows of every
+//! view, hot tier, counters) and acknowledges. Restart = latest snapshot +
+//! replay of the frames after it.
+
+pub mod error;
+pub mod frame;
+pub mod hot;
+pub mod metrics;
+pub mod parse;
+pub mod state;
+mod writer;
+
+pub use error::EngineError;
+pub use frame::DeadLetter;
+pub use inferdb_storage::FsyncPolicy;
+pub use parse::{BodyFormat, Rejection};
+pub use state::FeatureRow;
+pub use writer::BatchAck;
+
+use crate::state::{NO_WATERMARK, OnlineState, StateLimits};
+use crate::writer::{Command, PendingBatch, Writer};
+use crossbeam_channel::{Sender, TrySendError};
+use inferdb_storage::{Wal, WalOptions, WalReader, read_latest_snapshot};
+use inferdb_types::{Catalog, Spec, Timestamp, Value};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Everything needed to open an engine. Defaults suit the reference workload.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where the catalog, the log and the snapshots live.
+    pub data_dir: PathBuf,
+    /// The spec to run; `None` = the one persisted in `data_dir`.
+    pub spec: Option<Spec>,
+    /// When an acknowledged batch is durable (default `batch`: after the fsync that covers it).
+    pub fsync: FsyncPolicy,
+    /// Shards of online state per view and of the hot tier per stream.
+    pub shards: usize,
+    /// Records kept per entity in the hot tier (default 1,000).
+    pub hot_records_per_entity: usize,
+    /// Memory budget of the hot tier, per stream (default 512 MiB).
+    pub hot_tier_bytes: usize,
+    /// Dead letters kept in memory per stream (all are in the log).
+    pub dead_letters_kept: usize,
+    /// Batches waiting for the writer before ingest answers "overloaded".
+    pub queue_depth: usize,
+    /// Most batches made durable by one fsync.
+    pub max_group: usize,
+    /// Time between snapshots (taken only if something changed).
+    pub snapshot_interval: Duration,
+    /// WAL segment size.
+    pub wal_segment_bytes: u64,
+}
+
+impl EngineConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            spec: None,
+            fsync: FsyncPolicy::Batch,
+            shards: 64,
+            hot_records_per_entity: 1000,
+            hot_tier_bytes: 512 << 20,
+            dead_letters_kept: 1000,
+            queue_depth: 256,
+            max_group: 64,
+            snapshot_interval: Duration::from_secs(60),
+            wal_segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What an ingest call answers.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IngestOutcome {
+    /// Records stored (durable under the fsync policy).
+    pub accepted: usize,
+    /// Records refused, with index, field and reason.
+    pub rejected: Vec<Rejection>,
+}
+
+/// Counters of a stream.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StreamStats {
+    /// Stream name.
+    pub stream: String,
+    /// Records stored (including late ones).
+    pub events_stored: u64,
+    /// Records rejected by validation.
+    pub events_rejected: u64,
+    /// Stored records that arrived beyond the allowed lateness.
+    pub events_late: u64,
+    /// Largest event time seen, RFC 3339; null before the first event.
+    pub watermark: Option<String>,
+    /// The same in epoch milliseconds.
+    pub watermark_ms: Option<i64>,
+    /// Keys with state in each view over this stream.
+    pub entities: Vec<(String, usize)>,
+    /// Bytes held by the stream's hot tier.
+    pub hot_tier_bytes: usize,
+}
+
+/// What recovery found at open.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryInfo {
+    /// Sequence number of the snapshot used, if any.
+    pub snapshot_seq: Option<u64>,
+    /// Frames replayed from the log after it.
+    pub frames_replayed: u64,
+    /// Bytes of a torn tail that were cut off.
+    pub truncated_bytes: u64,
+    /// Time recovery took.
+    pub millis: u64,
+}
+
+struct Inner {
+    catalog: Arc<Catalog>,
+    state: Arc<OnlineState>,
+    tx: Sender<Command>,
+    writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    applied_seq: Arc<AtomicU64>,
+    failed: Arc<AtomicBool>,
+    recovery: RecoveryInfo,
+    data_dir: PathBuf,
+}
+
+/// The database. Cheap to clone; every clone is the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+const CATALOG_FILE: &str = "catalog.json";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// Opens (or creates) a database: resolves the catalog, recovers state
+    /// from the latest snapshot and the log, and starts the writer thread.
+    /// Blocking.
+    pub fn open(cfg: EngineConfig) -> Result<Engine, EngineError> {
+        let started = Instant::now();
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            EngineError::Unavailable(format!("cannot create {}: {e}", cfg.data_dir.display()))
+        })?;
+        let catalog = Arc::new(resolve_catalog(&cfg.data_dir, cfg.spec.clone())?);
+        let limits = StateLimits {
+            shards: cfg.shards.max(1),
+            hot_records_per_entity: cfg.hot_records_per_entity.max(1),
+            hot_tier_bytes: cfg.hot_tier_bytes,
+            dead_letters_kept: cfg.dead_letters_kept,
+        };
+        let lock_path = cfg.data_dir.join("LOCK");
+        let lock = std::fs::File::create(&lock_path).map_err(|e| {
+            EngineError::Unavailable(format!("cannot create {}: {e}", lock_path.display()))
+        })?;
+        if lock.try_lock().is_err() {
+            return Err(EngineError::Unavailable(format!(
+                "{} is in use by another inferdb process",
+                cfg.data_dir.display()
+            )));
+        }
+        let wal_dir = cfg.data_dir.join("wal");
+        let snap_dir = cfg.data_dir.join("snapshots");
+        std::fs::create_dir_all(&snap_dir).map_err(|e| {
+            EngineError::Unavailable(format!("cannot create {}: {e}", snap_dir.display()))
+        })?;
+        let (wal, report) =
+            Wal::open(WalOptions { dir: wal_dir.clone(), segment_bytes: cfg.wal_segment_bytes })?;
+
+        let mut snapshot_seq = None;
+        let mut state = None;
+        if let Some((seq, bytes)) = read_latest_snapshot(&snap_dir)? {
+            match OnlineState::restore(&catalog, limits.clone(), &bytes) {
+                Ok(Some((s, sseq))) if sseq == seq && seq < wal.next_seq() => {
+                    snapshot_seq = Some(seq);
+                    state = Some(s);
+                }
+                Ok(_) => tracing::info!(seq, "snapshot is for another spec or layout; replaying the whole log"),
+                Err(e) => tracing::warn!(seq, error = %e, "snapshot unreadable; replaying the whole log"),
+            }
+        }
+        let state = state.unwrap_or_else(|| OnlineState::new(&catalog, limits));
+        let from = snapshot_seq.map_or(1, |s| s + 1);
+        let mut replayed = 0u64;
+        let mut last = snapshot_seq.unwrap_or(0);
+        for f in WalReader::open(&wal_dir, from)? {
+            let f = f?;
+            if f.kind == frame::KIND_BATCH {
+                let b = frame::decode(&f.payload)?;
+                let Some(si) = catalog.stream_index(&b.stream) else {
+                    return Err(EngineError::Catalog(format!(
+                        "the log holds events of stream {:?}, which the spec no longer declares",
+                        b.stream
+                    )));
+                };
+                state.apply(&catalog, si, b);
+            }
+            last = f.seq;
+            replayed += 1;
+        }
+        let recovery = RecoveryInfo {
+            snapshot_seq,
+            frames_replayed: replayed,
+            truncated_bytes: report.truncated_bytes,
+            millis: started.elapsed().as_millis() as u64,
+        };
+        tracing::info!(?recovery, "recovered");
+
+        let state = Arc::new(state);
+        let applied_seq = Arc::new(AtomicU64::new(last));
+        let failed = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = crossbeam_channel::bounded(cfg.queue_depth.max(1));
+        let writer = Writer {
+            catalog: catalog.clone(),
+            state: state.clone(),
+            wal,
+            fsync: cfg.fsync,
+            snapshot_dir: snap_dir,
+            snapshot_interval: cfg.snapshot_interval,
+            max_group: cfg.max_group.max(1),
+            applied_seq: applied_seq.clone(),
+            failed: failed.clone(),
+            lock,
+        };
+        let handle = std::thread::Builder::new()
+            .name("inferdb-wal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| EngineError::Internal(format!("cannot start the WAL thread: {e}")))?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                catalog,
+                state,
+                tx,
+                writer: parking_lot::Mutex::new(Some(handle)),
+                applied_seq,
+                failed,
+                recovery,
+                data_dir: cfg.data_dir,
+            }),
+        })
+    }
+
+    /// The catalog in force.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// What recovery did at open.
+    pub fn recovery(&self) -> &RecoveryInfo {
+        &self.inner.recovery
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// Whether the engine accepts writes (false after a failed fsync).
+    pub fn is_healthy(&self) -> bool {
+        !self.inner.failed.load(Ordering::Acquire)
+    }
+
+    fn stream_index(&self, stream: &str) -> Result<usize, EngineError> {
+        self.inner.catalog.stream_index(stream).ok_or_else(|| EngineError::UnknownStream(stream.to_string()))
+    }
+
+    fn view_index(&self, view: &str) -> Result<usize, EngineError> {
+        self.inner.catalog.view_index(view).ok_or_else(|| EngineError::UnknownView(view.to_string()))
+    }
+
+    /// Validates a body of records and queues the good ones (and the dead
+    /// letters) for the log. Returns a handle that resolves once the batch
+    /// is durable and applied. CPU-bound: decode happens on the caller's thread.
+    pub fn submit(&self, stream: &str, body: &[u8], format: BodyFormat) -> Result<Submitted, EngineError> {
+        let si = self.stream_index(stream)?;
+        if self.inner.failed.load(Ordering::Acquire) {
+            return Err(EngineError::Unavailable("an earlier WAL write failed; restart the server".into()));
+        }
+        let parsed = parse::parse_batch(&self.inner.catalog.streams[si], body, format)
+            .map_err(|e| EngineError::InvalidInput(e.0))?;
+        let received_ms = now_ms();
+        let dead: Vec<DeadLetter> = parsed
+            .rejected
+            .iter()
+            .map(|(r, raw)| DeadLetter {
+                index: r.index as u32,
+                field: r.field.clone(),
+                reason: r.reason.clone(),
+                raw: raw.clone(),
+                received_ms,
+            })
+            .collect();
+        let accepted = parsed.rows.len();
+        let rejected: Vec<Rejection> = parsed.rejected.into_iter().map(|(r, _)| r).collect();
+        let payload = frame::encode(stream, received_ms, &parsed.rows, &dead);
+        drop(parsed.rows);
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let cmd = Command::Batch(PendingBatch { stream: si, payload, enqueued: Instant::now(), ack: ack_tx });
+        match self.inner.tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                ::metrics::counter!(metrics::INGEST_OVERLOADED_TOTAL).increment(1);
+                return Err(EngineError::Overloaded);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(EngineError::Unavailable("the engine is shutting down".into()));
+            }
+        }
+        ::metrics::counter!(metrics::INGEST_BATCHES_TOTAL, "stream" => stream.to_string()).increment(1);
+        Ok(Submitted { rx: ack_rx, outcome: IngestOutcome { accepted, rejected } })
+    }
+
+    /// [`Engine::submit`] then wait (async) for durability.
+    pub async fn ingest(&self, stream: &str, body: &[u8], format: BodyFormat) -> Result<IngestOutcome, EngineError> {
+        self.submit(stream, body, format)?.wait().await
+    }
+
+    /// [`Engine::submit`] then wait (blocking) for durability.
+    pub fn ingest_blocking(
+        &self,
+        stream: &str,
+        body: &[u8],
+        format: BodyFormat,
+    ) -> Result<IngestOutcome, EngineError> {
+        self.submit(stream, body, format)?.wait_blocking()
+    }
+
+    /// Evaluates features of `keys` in `view`, at `as_of` (epoch ms) or at
+    /// the stream's watermark. An `as_of` before the watermark is refused:
+    /// online state only looks forward; point-in-time reads of the past are
+    /// the job of the history (training-data export).
+    pub fn read_features(
+        &self,
+        view: &str,
+        keys: &[&str],
+        as_of: Option<i64>,
+    ) -> Result<Vec<FeatureRow>, EngineError> {
+        let vi = self.view_index(view)?;
+        let v = &self.inner.catalog.views[vi];
+        if let Some(t) = as_of {
+            let wm = self.inner.state.streams[v.stream].watermark.load(Ordering::Acquire);
+            if wm != NO_WATERMARK && t < wm {
+                return Err(EngineError::InvalidInput(format!(
+                    "as_of {} is before the watermark {} of stream {}; online reads look at the present",
+                    Timestamp(t),
+                    Timestamp(wm),
+                    self.inner.catalog.streams[v.stream].name
+                )));
+            }
+        }
+        let rows = self.inner.state.read(&self.inner.catalog, vi, keys, as_of);
+        if let Some(t) = as_of
+            && rows.iter().any(|r| r.as_of.is_some_and(|a| a != t))
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "as_of {} fell behind the watermark while reading; retry",
+                Timestamp(t)
+            )));
+        }
+        ::metrics::counter!(metrics::FEATURE_READS_TOTAL, "view" => v.name.clone()).increment(rows.len() as u64);
+        Ok(rows)
+    }
+
+    /// Names of a view's features, in order.
+    pub fn feature_names(&self, view: &str) -> Result<Vec<String>, EngineError> {
+        let vi = self.view_index(view)?;
+        Ok(self.inner.catalog.views[vi].features.iter().map(|f| f.name.clone()).collect())
+    }
+
+    /// Up to `limit` most recent records of `key` in `stream`, newest first,
+    /// as JSON objects.
+    pub fn recent_records(
+        &self,
+        stream: &str,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, EngineError> {
+        let si = self.stream_index(stream)?;
+        let s = &self.inner.catalog.streams[si];
+        Ok(self
+            .inner
+            .state
+            .recent(si, key, limit)
+            .into_iter()
+            .map(|r| row_to_json(s, &r.row))
+            .collect())
+    }
+
+    /// The most recent dead letters of a stream, newest first.
+    pub fn dead_letters(&self, stream: &str, limit: usize) -> Result<Vec<DeadLetter>, EngineError> {
+        let si = self.stream_index(stream)?;
+        Ok(self.inner.state.dead_letters(si, limit))
+    }
+
+    /// Counters and watermark of a stream.
+    pub fn stream_stats(&self, stream: &str) -> Result<StreamStats, EngineError> {
+        let si = self.stream_index(stream)?;
+        let c = &self.inner.catalog;
+        let st = &self.inner.state.streams[si];
+        let wm = st.watermark.load(Ordering::Acquire);
+        let wm = (wm != NO_WATERMARK).then_some(wm);
+        let entities = c.streams[si]
+            .views
+            .iter()
+            .map(|&vi| (c.views[vi].name.clone(), self.inner.state.entity_count(vi)))
+            .collect();
+        Ok(StreamStats {
+            stream: stream.to_string(),
+            events_stored: st.stored.load(Ordering::Relaxed),
+            events_rejected: st.rejected.load(Ordering::Relaxed),
+            events_late: st.late.load(Ordering::Relaxed),
+            watermark: wm.map(|t| Timestamp(t).to_rfc3339()),
+            watermark_ms: wm,
+            entities,
+            hot_tier_bytes: self.inner.state.hot_bytes(si),
+        })
+    }
+
+    /// Refreshes gauges that are costly to keep live (entity counts, hot
+    /// tier bytes); the server calls it when `/metrics` is scraped.
+    pub fn update_gauges(&self) {
+        let c = &self.inner.catalog;
+        for (vi, v) in c.views.iter().enumerate() {
+            ::metrics::gauge!(metrics::ONLINE_ENTITIES, "view" => v.name.clone())
+                .set(self.inner.state.entity_count(vi) as f64);
+        }
+        for (si, s) in c.streams.iter().enumerate() {
+            ::metrics::gauge!(metrics::HOT_TIER_BYTES, "stream" => s.name.clone())
+                .set(self.inner.state.hot_bytes(si) as f64);
+        }
+    }
+
+    /// Sequence number of the last frame applied to online state.
+    pub fn applied_seq(&self) -> u64 {
+        self.inner.applied_seq.load(Ordering::Acquire)
+    }
+
+    /// Takes a snapshot now (blocking); returns the sequence number it covers.
+    pub fn snapshot_blocking(&self) -> Result<u64, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Snapshot(tx))
+            .map_err(|_| EngineError::Unavailable("the engine is shutting down".into()))?;
+        rx.blocking_recv().map_err(|_| EngineError::Internal("the WAL thread stopped".into()))?
+    }
+
+    /// Stops the writer at once without syncing or snapshotting, as a crash
+    /// would (acknowledged batches are already durable). For tests.
+    #[doc(hidden)]
+    pub fn abort(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(Command::Abort(tx)).is_ok() {
+            let _ = rx.blocking_recv();
+        }
+        if let Some(h) = self.inner.writer.lock().take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Logs what is queued, syncs, writes a final snapshot and stops the
+    /// writer. Blocking; later ingest calls fail with `Unavailable`.
+    pub fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.blocking_recv();
+        }
+        if let Some(h) = self.inner.writer.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A queued batch: its validation outcome, and a handle on its durability.
+pub struct Submitted {
+    rx: oneshot::Receiver<Result<BatchAck, EngineError>>,
+    outcome: IngestOutcome,
+}
+
+impl Submitted {
+    /// Waits until the batch is durable and applied.
+    pub async fn wait(self) -> Result<IngestOutcome, EngineError> {
+        match self.rx.await {
+            Ok(Ok(_)) => Ok(self.outcome),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(EngineError::Unavailable("the WAL thread stopped".into())),
+        }
+    }
+
+    /// Blocking [`Submitted::wait`].
+    pub fn wait_blocking(self) -> Result<IngestOutcome, EngineError> {
+        match self.rx.blocking_recv() {
+            Ok(Ok(_)) => Ok(self.outcome),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(EngineError::Unavailable("the WAL thread stopped".into())),
+        }
+    }
+}
+
+/// A row as a JSON object keyed by field name (nulls omitted).
+pub fn row_to_json(stream: &inferdb_types::Stream, row: &[Value]) -> serde_json::Value {
+    let mut m = serde_json::Map::with_capacity(row.len());
+    for (f, v) in stream.fields.iter().zip(row) {
+        if !v.is_null() {
+            m.insert(f.name.clone(), v.to_json());
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// Chooses the catalog: the given spec (persisted if new or if only views
+/// changed) or the one persisted in the data directory. Changing a stream's
+/// fields is refused: rows in the log are positional.
+fn resolve_catalog(dir: &Path, given: Option<Spec>) -> Result<Catalog, EngineError> {
+    let path = dir.join(CATALOG_FILE);
+    let persisted: Option<Spec> = match std::fs::read(&path) {
+        Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+            EngineError::Catalog(format!("{} is not a valid catalog: {e}", path.display()))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(EngineError::Unavailable(format!("cannot read {}: {e}", path.display()))),
+    };
+    let spec = match (given, persisted) {
+        (None, None) => {
+            return Err(EngineError::Catalog(format!(
+                "no spec: {} has no catalog yet, so pass one (--spec FILE)",
+                dir.display()
+            )));
+        }
+        (None, Some(p)) => return Ok(Catalog::new(p)?),
+        (Some(g), Some(p)) if g == p => return Ok(Catalog::new(g)?),
+        (Some(g), Some(p)) => {
+            for ps in &p.streams {
+                match g.streams.iter().find(|s| s.name == ps.name) {
+                    Some(gs) if gs.fields == ps.fields && gs.key == ps.key && gs.time_field == ps.time_field => {}
+                    _ => {
+                        return Err(EngineError::Catalog(format!(
+                            "stream {:?} differs from the one stored in {}: changing or removing a stream's \
+                             fields, key or time field is not supported yet (use a new data directory)",
+                            ps.name,
+                            dir.display()
+                        )));
+                    }
+                }
+            }
+            tracing::info!("spec changed; online state will be rebuilt from the log");
+            g
+        }
+        (Some(g), None) => g,
+    };
+    let catalog = Catalog::new(spec)?;
+    let tmp = dir.join(format!("{CATALOG_FILE}.tmp"));
+    let text = serde_json::to_vec_pretty(&catalog.spec)
+        .map_err(|e| EngineError::Internal(format!("catalog encoding: {e}")))?;
+    let io = |e: std::io::Error| EngineError::Unavailable(format!("cannot write {}: {e}", path.display()));
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&text).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(catalog)
+}

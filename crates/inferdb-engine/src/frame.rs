@@ -1,0 +1,126 @@
+//! The payload of a WAL frame: one ingest batch — the stream, the accepted
+//! rows and the rejected records (dead letters) — encoded by the request's
+//! thread before it reaches the writer, so that the writer only copies bytes.
+//!
+//! Layout (little endian): `u16` stream-name length, name, `i64` receive
+//! time (ms, wall clock), `u32` row count, rows ([`inferdb_types::codec`]),
+//! `u32` dead-letter count, then per dead letter `u32` index, field
+//! (`u16` length, `0xFFFF` = none), reason and raw text (`u32` length each).
+
+use crate::error::EngineError;
+use inferdb_types::Value;
+use inferdb_types::codec::{Decoder, encode_row};
+use serde::{Deserialize, Serialize};
+
+/// Frame kind of an ingest batch.
+pub const KIND_BATCH: u8 = 1;
+
+/// A rejected record as kept in the dead-letter store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Position in its batch.
+    pub index: u32,
+    /// Offending field, if one is to blame.
+    pub field: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The record's text (truncated to 2 KiB).
+    pub raw: String,
+    /// When the batch arrived (ms since epoch, wall clock).
+    pub received_ms: i64,
+}
+
+/// A decoded batch frame.
+#[derive(Debug)]
+pub struct BatchFrame {
+    /// Stream name.
+    pub stream: String,
+    /// Receive time (ms).
+    pub received_ms: i64,
+    /// Accepted rows.
+    pub rows: Vec<Vec<Value>>,
+    /// Rejected records.
+    pub dead: Vec<DeadLetter>,
+}
+
+/// Encodes a batch.
+pub fn encode(stream: &str, received_ms: i64, rows: &[Vec<Value>], dead: &[DeadLetter]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + rows.len() * 96);
+    out.extend_from_slice(&(stream.len() as u16).to_le_bytes());
+    out.extend_from_slice(stream.as_bytes());
+    out.extend_from_slice(&received_ms.to_le_bytes());
+    out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+    for r in rows {
+        encode_row(r, &mut out);
+    }
+    out.extend_from_slice(&(dead.len() as u32).to_le_bytes());
+    for d in dead {
+        out.extend_from_slice(&d.index.to_le_bytes());
+        match &d.field {
+            Some(f) => {
+                let f = &f.as_bytes()[..f.len().min(0xFFFE)];
+                out.extend_from_slice(&(f.len() as u16).to_le_bytes());
+                out.extend_from_slice(f);
+            }
+            None => out.extend_from_slice(&0xFFFFu16.to_le_bytes()),
+        }
+        for s in [&d.reason, &d.raw] {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    out
+}
+
+fn text(d: &mut Decoder<'_>, n: usize) -> Result<String, EngineError> {
+    let b = d.take(n)?;
+    Ok(String::from_utf8_lossy(b).into_owned())
+}
+
+/// Decodes a batch frame payload.
+pub fn decode(payload: &[u8]) -> Result<BatchFrame, EngineError> {
+    let mut d = Decoder::new(payload);
+    let n = d.u16()? as usize;
+    let stream = text(&mut d, n)?;
+    let received_ms = d.u64()? as i64;
+    let nrows = d.u32()? as usize;
+    let mut rows = Vec::with_capacity(nrows.min(1 << 20));
+    for _ in 0..nrows {
+        rows.push(d.row()?);
+    }
+    let ndead = d.u32()? as usize;
+    let mut dead = Vec::with_capacity(ndead.min(1 << 16));
+    for _ in 0..ndead {
+        let index = d.u32()?;
+        let fl = d.u16()?;
+        let field = if fl == 0xFFFF { None } else { Some(text(&mut d, fl as usize)?) };
+        let rl = d.u32()? as usize;
+        let reason = text(&mut d, rl)?;
+        let wl = d.u32()? as usize;
+        let raw = text(&mut d, wl)?;
+        dead.push(DeadLetter { index, field, reason, raw, received_ms });
+    }
+    if !d.is_empty() {
+        return Err(EngineError::Internal("trailing bytes in a batch frame".into()));
+    }
+    Ok(BatchFrame { stream, received_ms, rows, dead })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_round_trip() {
+        let rows = vec![vec![Value::Str("u".into()), Value::Ts(5), Value::Float(1.5)]];
+        let dead = vec![
+            DeadLetter { index: 1, field: Some("amount".into()), reason: "bad".into(), raw: "{}".into(), received_ms: 7 },
+            DeadLetter { index: 2, field: None, reason: "invalid JSON".into(), raw: "{".into(), received_ms: 7 },
+        ];
+        let b = decode(&encode("tx", 7, &rows, &dead)).unwrap();
+        assert_eq!((b.stream.as_str(), b.received_ms), ("tx", 7));
+        assert_eq!(b.rows, rows);
+        assert_eq!(b.dead, dead);
+        assert!(decode(&encode("tx", 7, &rows, &dead)[..20]).is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! The hot tier: each entity's most recent records, in memory, for
+//! `GET /v1/entities/{stream}/{key}/records`.
+//!
+//! Bounded two ways: at most `per_entity` records per entity (older ones are
+//! dropped first), and at most `budget_bytes` per shard in all; past the
+//! budget the shard drops records oldest-arrival-first across its entities
+//! (a FIFO of record ids). Dropped records are still in the log. One shard
+//! is owned by the writer thread for changes; readers take its lock briefly.
+
+use inferdb_types::Value;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// One stored record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HotRecord {
+    /// Arrival id, unique within the shard.
+    pub rid: u64,
+    /// Event time (ms).
+    pub ts: i64,
+    /// Values in stream field order.
+    pub row: Box<[Value]>,
+}
+
+impl HotRecord {
+    fn bytes(&self) -> usize {
+        48 + self.row.iter().map(Value::approx_bytes).sum::<usize>()
+    }
+}
+
+/// One shard of the hot tier.
+#[derive(Debug, Default)]
+pub struct HotShard {
+    entities: foldhash::HashMap<Arc<str>, VecDeque<HotRecord>>,
+    fifo: VecDeque<(Arc<str>, u64)>,
+    next_rid: u64,
+    bytes: usize,
+}
+
+/// The serialized form of a shard.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HotShardSnap {
+    next_rid: u64,
+    entities: Vec<(String, Vec<HotRecord>)>,
+}
+
+impl HotShard {
+    /// Adds a record for `key`, then enforces both bounds.
+    pub fn push(&mut self, key: &str, ts: i64, row: Box<[Value]>, per_entity: usize, budget: usize) {
+        let rid = self.next_rid;
+        self.next_rid += 1;
+        let rec = HotRecord { rid, ts, row };
+        self.bytes += rec.bytes();
+        let k: Arc<str> = match self.entities.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(key),
+        };
+        let q = self.entities.entry(k.clone()).or_default();
+        q.push_back(rec);
+        while q.len() > per_entity.max(1) {
+            if let Some(old) = q.pop_front() {
+                self.bytes -= old.bytes();
+            }
+        }
+        self.fifo.push_back((k, rid));
+        while self.bytes > budget {
+            let Some((k, rid)) = self.fifo.pop_front() else { break };
+            self.evict(&k, rid);
+        }
+        // Ids of records already dropped by the per-entity cap pile up in
+        // the FIFO; compact when they outnumber the live records.
+        if self.fifo.len() > 1024 && self.fifo.len() > 2 * self.len() {
+            let entities = &self.entities;
+            self.fifo.retain(|(k, rid)| {
+                entities.get(k).and_then(|q| q.front()).is_some_and(|f| f.rid <= *rid)
+            });
+        }
+    }
+
+    fn evict(&mut self, key: &Arc<str>, rid: u64) {
+        let Some(q) = self.entities.get_mut(key) else { return };
+        if q.front().is_some_and(|f| f.rid == rid)
+            && let Some(old) = q.pop_front()
+        {
+            self.bytes -= old.bytes();
+        }
+        if q.is_empty() {
+            self.entities.remove(key);
+        }
+    }
+
+    /// Number of records held.
+    pub fn len(&self) -> usize {
+        self.entities.values().map(VecDeque::len).sum()
+    }
+
+    /// Whether the shard holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    /// Approximate bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Up to `limit` records of `key`, newest event time first (ties: latest arrival first).
+    pub fn recent(&self, key: &str, limit: usize) -> Vec<HotRecord> {
+        let Some(q) = self.entities.get(key) else { return Vec::new() };
+        let mut v: Vec<&HotRecord> = q.iter().collect();
+        v.sort_by(|a, b| (b.ts, b.rid).cmp(&(a.ts, a.rid)));
+        v.into_iter().take(limit).cloned().collect()
+    }
+
+    /// The serialized form.
+    pub fn snap(&self) -> HotShardSnap {
+        // Arrival order is kept by rid, which the FIFO rebuild relies on.
+        HotShardSnap {
+            next_rid: self.next_rid,
+            entities: self
+                .entities
+                .iter()
+                .map(|(k, q)| (k.to_string(), q.iter().cloned().collect()))
+                .collect(),
+        }
+    }
+
+    /// Rebuilds a shard from its serialized form.
+    pub fn from_snap(s: HotShardSnap) -> HotShard {
+        let mut shard = HotShard { next_rid: s.next_rid, ..HotShard::default() };
+        let mut order: Vec<(u64, Arc<str>)> = Vec::new();
+        for (k, recs) in s.entities {
+            let k: Arc<str> = Arc::from(k.as_str());
+            for r in &recs {
+                shard.bytes += r.bytes();
+                order.push((r.rid, k.clone()));
+            }
+            shard.entities.insert(k, recs.into());
+        }
+        order.sort_by_key(|(rid, _)| *rid);
+        shard.fifo = order.into_iter().map(|(rid, k)| (k, rid)).collect();
+        shard
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: i64) -> Box<[Value]> {
+        vec![Value::Int(i), Value::Str("x".repeat(10).into())].into_boxed_slice()
+    }
+
+    #[test]
+    fn keeps_the_newest_per_entity_newest_first() {
+        let mut s = HotShard::default();
+        for i in 0..10 {
+            // out of order in event time: 3 arrives after 4
+            let ts = if i == 3 { 5 } else { i };
+            s.push("a", ts, row(i), 4, usize::MAX);
+        }
+        let r = s.recent("a", 10);
+        assert_eq!(r.iter().map(|r| r.ts).collect::<Vec<_>>(), vec![9, 8, 7, 6]);
+        assert_eq!(s.recent("a", 2).len(), 2);
+        assert!(s.recent("b", 2).is_empty());
+    }
+
+    #[test]
+    fn memory_budget_drops_oldest_arrivals_across_entities() {
+        let mut s = HotShard::default();
+        let one = HotRecord { rid: 0, ts: 0, row: row(0) }.bytes();
+        for i in 0..100 {
+            s.push(if i % 2 == 0 { "a" } else { "b" }, i, row(i), 1000, one * 10);
+        }
+        assert!(s.bytes() <= one * 10);
+        assert_eq!(s.len(), 10);
+        let mut all: Vec<i64> = s.recent("a", 100).iter().map(|r| r.ts).collect();
+        all.extend(s.recent("b", 100).iter().map(|r| r.ts));
+        all.sort();
+        assert_eq!(all, (90..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn fifo_stays_bounded_under_the_per_entity_cap() {
+        let mut s = HotShard::default();
+        for i in 0..100_000 {
+            s.push("hot", i, row(i), 10, usize::MAX);
+        }
+        assert_eq!(s.len(), 10);
+        assert!(s.fifo.len() <= 2048, "fifo grew to {}", s.fifo.len());
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_order_and_bytes() {
+        let mut s = HotShard::default();
+        for i in 0..50 {
+            s.push(&format!("k{}", i % 7), i, row(i), 5, usize::MAX);
+        }
+        let t = HotShard::from_snap(s.snap());
+        assert_eq!(t.bytes(), s.bytes());
+        assert_eq!(t.len(), s.len());
+        for k in 0..7 {
+            let key = format!("k{k}");
+            let a: Vec<i64> = s.recent(&key, 10).iter().map(|r| r.ts).collect();
+            let b: Vec<i64> = t.recent(&key, 10).iter().map(|r| r.ts).collect();
+            assert_eq!(a, b);
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Online state: per stream its watermark, counters, hot tier and recent
+//! dead letters; per view the [`EntityState`] of every key. Both are split
+//! into shards by the key's stable hash, each behind its own lock.
+//!
+//! Only the WAL writer thread changes state ([`OnlineState::apply`]), in
+//! log order, so the state after frame N is a pure function of frames 1..=N
+//! — what makes snapshot + replay equal to the state before a crash.
+//! Readers take one shard's read lock for the microseconds an evaluation
+//! takes, so reads never wait for ingest of other keys and never block it
+//! for long. (The style guide's "one owner" rule is kept in spirit: one
+//! thread writes; the locks exist only so that readers see whole updates.)
+
+use crate::frame::{BatchFrame, DeadLetter};
+use crate::hot::{HotRecord, HotShard, HotShardSnap};
+use inferdb_features::{EntityState, ViewPlan};
+use inferdb_types::{Catalog, Value, stable_hash};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Sentinel for "no event yet" in a watermark.
+pub const NO_WATERMARK: i64 = i64::MIN;
+
+/// Limits of the in-memory tiers.
+#[derive(Debug, Clone)]
+pub struct StateLimits {
+    /// Number of shards per view and per stream's hot tier.
+    pub shards: usize,
+    /// Records kept per entity in the hot tier.
+    pub hot_records_per_entity: usize,
+    /// Bytes the hot tier of one stream may hold in all.
+    pub hot_tier_bytes: usize,
+    /// Dead letters kept in memory per stream (all are in the log).
+    pub dead_letters_kept: usize,
+}
+
+/// Per-stream state.
+pub struct StreamState {
+    /// Largest on-time event time seen (ms), or [`NO_WATERMARK`].
+    pub watermark: AtomicI64,
+    /// Records stored (on time and late).
+    pub stored: AtomicU64,
+    /// Records rejected by validation.
+    pub rejected: AtomicU64,
+    /// Records stored but too late to count in windows.
+    pub late: AtomicU64,
+    hot: Vec<Mutex<HotShard>>,
+    dead: Mutex<VecDeque<DeadLetter>>,
+}
+
+/// Per-view state.
+pub struct ViewState {
+    /// The compiled feature plan.
+    pub plan: ViewPlan,
+    shards: Vec<RwLock<foldhash::HashMap<Box<str>, EntityState>>>,
+    default_row: Vec<Value>,
+}
+
+/// All online state.
+pub struct OnlineState {
+    /// Indexed like `Catalog::streams`.
+    pub streams: Vec<StreamState>,
+    /// Indexed like `Catalog::views`.
+    pub views: Vec<ViewState>,
+    limits: StateLimits,
+}
+
+/// A key as the string used in maps: strings as they are, ints in decimal.
+pub fn key_string(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    match v {
+        Value::Str(s) => Some(std::borrow::Cow::Borrowed(s)),
+        Value::Int(i) => Some(std::borrow::Cow::Owned(i.to_string())),
+        _ => None,
+    }
+}
+
+fn shard_of(key: &str, n: usize) -> usize {
+    (inferdb_types::value::stable_hash_str(key) % n as u64) as usize
+}
+
+/// One evaluated feature row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureRow {
+    /// Whether the key has state in the view.
+    pub found: bool,
+    /// Feature values in view order.
+    pub values: Vec<Value>,
+    /// Evaluation time (ms); `None` when the stream has no events yet.
+    pub as_of: Option<i64>,
+}
+
+impl OnlineState {
+    /// Empty state for a catalog.
+    pub fn new(catalog: &Catalog, limits: StateLimits) -> OnlineState {
+        let n = limits.shards.max(1);
+        let streams = catalog
+            .streams
+            .iter()
+            .map(|_| StreamState {
+                watermark: AtomicI64::new(NO_WATERMARK),
+                stored: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+                late: AtomicU64::new(0),
+                hot: (0..n).map(|_| Mutex::new(HotShard::default())).collect(),
+                dead: Mutex::new(VecDeque::new()),
+            })
+            .collect();
+        let views = catalog
+            .views
+            .iter()
+            .map(|v| {
+                let plan = ViewPlan::new(v, &catalog.streams[v.stream]);
+                let mut default_row = Vec::new();
+                // A fresh entity evaluated at any time gives the empty-window
+                // values (count 0, sum 0, the rest null).
+                let _ = EntityState::new(&plan).eval(&plan, 0, &mut default_row);
+                ViewState {
+                    plan,
+                    shards: (0..n).map(|_| RwLock::new(Default::default())).collect(),
+                    default_row,
+                }
+            })
+            .collect();
+        OnlineState { streams, views, limits: StateLimits { shards: n, ..limits } }
+    }
+
+    /// Applies one decoded batch (writer thread only, in log order).
+    /// Returns (on-time, late) counts.
+    pub fn apply(&self, catalog: &Catalog, stream_idx: usize, batch: BatchFrame) -> (u64, u64) {
+        let stream = &catalog.streams[stream_idx];
+        let st = &self.streams[stream_idx];
+        let n = self.limits.shards;
+        let mut wm = st.watermark.load(Ordering::Acquire);
+        let (mut on_time, mut late) = (0u64, 0u64);
+        for row in batch.rows {
+            let Value::Ts(ts) = row[stream.time] else { continue };
+            // "More than the allowed lateness late" is late.
+            let is_late = wm != NO_WATERMARK && ts < wm.saturating_sub(stream.lateness_ms);
+            if is_late {
+                late += 1;
+            } else {
+                on_time += 1;
+                if ts > wm {
+                    wm = ts;
+                    st.watermark.store(wm, Ordering::Release);
+                }
+                for &vi in &stream.views {
+                    let view = &catalog.views[vi];
+                    let vs = &self.views[vi];
+                    let Some(key) = key_string(&row[view.key]) else { continue };
+                    let mut shard = vs.shards[shard_of(&key, n)].write();
+                    match shard.get_mut(key.as_ref()) {
+                        Some(e) => e.insert(&vs.plan, ts, &row, wm),
+                        None => {
+                            let mut e = EntityState::new(&vs.plan);
+                            e.insert(&vs.plan, ts, &row, wm);
+                            shard.insert(key.as_ref().into(), e);
+                        }
+                    }
+                }
+            }
+            if let Some(key) = key_string(&row[stream.key]) {
+                let key = key.into_owned();
+                let mut hot = st.hot[shard_of(&key, n)].lock();
+                hot.push(
+                    &key,
+                    ts,
+                    row.into_boxed_slice(),
+                    self.limits.hot_records_per_entity,
+                    self.limits.hot_tier_bytes / n,
+                );
+            }
+        }
+        st.stored.fetch_add(on_time + late, Ordering::Relaxed);
+        st.late.fetch_add(late, Ordering::Relaxed);
+        if !batch.dead.is_empty() {
+            st.rejected.fetch_add(batch.dead.len() as u64, Ordering::Relaxed);
+            let mut dq = st.dead.lock();
+            for d in batch.dead {
+                dq.push_back(d);
+            }
+            while dq.len() > self.limits.dead_letters_kept {
+                dq.pop_front();
+            }
+        }
+        (on_time, late)
+    }
+
+    /// Evaluates a view for `keys` at `t` (or the stream's watermark).
+    pub fn read(&self, catalog: &Catalog, view_idx: usize, keys: &[&str], t: Option<i64>) -> Vec<FeatureRow> {
+        let view = &catalog.views[view_idx];
+        let vs = &self.views[view_idx];
+        let wm = self.streams[view.stream].watermark.load(Ordering::Acquire);
+        let base_t = t.or((wm != NO_WATERMARK).then_some(wm));
+        let n = self.limits.shards;
+        keys.iter()
+            .map(|key| {
+                let shard = vs.shards[shard_of(key, n)].read();
+                let Some(e) = shard.get(*key) else {
+                    return FeatureRow { found: false, values: vs.default_row.clone(), as_of: base_t };
+                };
+                let mut t = base_t.unwrap_or(i64::MIN);
+                let mut values = Vec::with_capacity(vs.plan.len());
+                // The writer may have moved this entity past the watermark we
+                // loaded; evaluate at its frontier then (still <= the live
+                // watermark). An explicit as_of is checked by the caller.
+                if let Err(inferdb_features::FeatureError::BeforeFrontier { frontier, .. }) =
+                    e.eval(&vs.plan, t, &mut values)
+                {
+                    t = frontier;
+                    values.clear();
+                    let _ = e.eval(&vs.plan, t, &mut values);
+                }
+                FeatureRow { found: true, values, as_of: Some(t) }
+            })
+            .collect()
+    }
+
+    /// Up to `limit` recent records of `key`, newest first.
+    pub fn recent(&self, stream_idx: usize, key: &str, limit: usize) -> Vec<HotRecord> {
+        let st = &self.streams[stream_idx];
+        st.hot[shard_of(key, self.limits.shards)].lock().recent(key, limit)
+    }
+
+    /// The most recent dead letters of a stream, newest first.
+    pub fn dead_letters(&self, stream_idx: usize, limit: usize) -> Vec<DeadLetter> {
+        self.streams[stream_idx].dead.lock().iter().rev().take(limit).cloned().collect()
+    }
+
+    /// Number of keys with state in a view.
+    pub fn entity_count(&self, view_idx: usize) -> usize {
+        self.views[view_idx].shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Bytes held by a stream's hot tier.
+    pub fn hot_bytes(&self, stream_idx: usize) -> usize {
+        self.streams[stream_idx].hot.iter().map(|s| s.lock().bytes()).sum()
+    }
+
+    /// Serializes everything (writer thread only, so nothing changes meanwhile).
+    pub fn snapshot(&self, catalog: &Catalog, seq: u64) -> Result<Vec<u8>, postcard::Error> {
+        let streams = self
+            .streams
+            .iter()
+            .map(|s| StreamSnap {
+                watermark: s.watermark.load(Ordering::Acquire),
+                stored: s.stored.load(Ordering::Relaxed),
+                rejected: s.rejected.load(Ordering::Relaxed),
+                late: s.late.load(Ordering::Relaxed),
+                hot: s.hot.iter().map(|h| h.lock().snap()).collect(),
+                dead: s.dead.lock().iter().cloned().collect(),
+            })
+            .collect();
+        let guards: Vec<Vec<_>> =
+            self.views.iter().map(|v| v.shards.iter().map(|s| s.read()).collect()).collect();
+        let views = guards
+            .iter()
+            .map(|g| g.iter().flat_map(|s| s.iter().map(|(k, e)| (k.as_ref(), e))).collect())
+            .collect();
+        let snap = SnapshotRef { spec: spec_fingerprint(catalog), seq, shards: self.limits.shards, streams, views };
+        postcard::to_allocvec(&snap)
+    }
+
+    /// Rebuilds state from a snapshot; `None` if it was taken under another
+    /// spec or shard count (then the caller replays the whole log).
+    pub fn restore(
+        catalog: &Catalog,
+        limits: StateLimits,
+        bytes: &[u8],
+    ) -> Result<Option<(OnlineState, u64)>, postcard::Error> {
+        let snap: SnapshotOwned = postcard::from_bytes(bytes)?;
+        if snap.spec != spec_fingerprint(catalog)
+            || snap.shards != limits.shards.max(1)
+            || snap.streams.len() != catalog.streams.len()
+            || snap.views.len() != catalog.views.len()
+        {
+            return Ok(None);
+        }
+        let state = OnlineState::new(catalog, limits);
+        for (st, s) in state.streams.iter().zip(snap.streams) {
+            st.watermark.store(s.watermark, Ordering::Release);
+            st.stored.store(s.stored, Ordering::Relaxed);
+            st.rejected.store(s.rejected, Ordering::Relaxed);
+            st.late.store(s.late, Ordering::Relaxed);
+            if s.hot.len() != st.hot.len() {
+                return Ok(None);
+            }
+            for (h, hs) in st.hot.iter().zip(s.hot) {
+                *h.lock() = HotShard::from_snap(hs);
+            }
+            *st.dead.lock() = s.dead.into();
+        }
+        let n = state.limits.shards;
+        for (vs, entities) in state.views.iter().zip(snap.views) {
+            for (k, e) in entities {
+                vs.shards[shard_of(&k, n)].write().insert(k.into(), e);
+            }
+        }
+        Ok(Some((state, snap.seq)))
+    }
+}
+
+/// Identifies the spec a snapshot was taken under.
+fn spec_fingerprint(catalog: &Catalog) -> u64 {
+    let text = serde_json::to_string(&catalog.spec).unwrap_or_default();
+    stable_hash(&Value::Str(text.into()))
+}
+
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    spec: u64,
+    seq: u64,
+    shards: usize,
+    streams: Vec<StreamSnap>,
+    views: Vec<Vec<(&'a str, &'a EntityState)>>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotOwned {
+    spec: u64,
+    seq: u64,
+    shards: usize,
+    streams: Vec<StreamSnap>,
+    views: Vec<Vec<(String, EntityState)>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StreamSnap {
+    watermark: i64,
+    stored: u64,
+    rejected: u64,
+    late: u64,
+    hot: Vec<HotShardSnap>,
+    dead: Vec<DeadLetter>,
+}

@@ -1,0 +1,272 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Engine-level behaviour: ingest → features equal a naive recomputation;
+//! restart from snapshot + log; spec changes; late events; dead letters.
+
+use inferdb_engine::{BodyFormat, Engine, EngineConfig, FsyncPolicy};
+use inferdb_types::{Catalog, Value};
+use std::collections::BTreeMap;
+
+const SPEC: &str = include_str!("../../../examples/payments/spec.toml");
+
+/// A deterministic little stream: (user, ts ms, amount, merchant).
+fn events(n: usize, seed: u64) -> Vec<(String, i64, f64, String)> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut t = 1_767_225_600_000i64;
+    (0..n)
+        .map(|_| {
+            t += (next() % 20_000) as i64; // up to 20 s between events
+            let jitter = if next() % 10 == 0 { (next() % 4_000) as i64 } else { 0 };
+            let user = format!("user_{:06}", next() % 20);
+            let amount = (next() % 100_000) as f64 / 100.0;
+            let merchant = format!("m_{:04}", next() % 30);
+            (user, t - jitter, amount, merchant)
+        })
+        .collect()
+}
+
+fn ndjson(evs: &[(String, i64, f64, String)]) -> String {
+    evs.iter()
+        .map(|(u, t, a, m)| {
+            format!(
+                r#"{{"entity_id":"{u}","ts":{t},"amount":{a},"merchant_id":"{m}","category":"fuel","country":"FR","channel":"web","card_present":false}}"#
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn config(dir: &std::path::Path) -> EngineConfig {
+    let mut c = EngineConfig::new(dir);
+    c.spec = Some(Catalog::from_toml(SPEC).unwrap().spec);
+    c.fsync = FsyncPolicy::Batch;
+    c.shards = 8;
+    c
+}
+
+/// Naive user_txn features at the final watermark, from the events the
+/// engine stored on time (lateness 5 s, applied in arrival order).
+fn naive(evs: &[(String, i64, f64, String)]) -> (i64, BTreeMap<String, Vec<Value>>) {
+    let mut wm = i64::MIN;
+    let mut kept: Vec<&(String, i64, f64, String)> = Vec::new();
+    for e in evs {
+        if wm != i64::MIN && e.1 < wm - 5_000 {
+            continue;
+        }
+        wm = wm.max(e.1);
+        kept.push(e);
+    }
+    let t = wm;
+    let mut out = BTreeMap::new();
+    let users: std::collections::BTreeSet<&String> = kept.iter().map(|e| &e.0).collect();
+    for u in users {
+        let mine: Vec<_> = kept.iter().filter(|e| &e.0 == u).collect();
+        let win = |w: i64| mine.iter().filter(move |e| e.1 > t - w && e.1 <= t).collect::<Vec<_>>();
+        let (m5, h1, d1) = (win(300_000), win(3_600_000), win(86_400_000));
+        let amounts: Vec<f64> = d1.iter().map(|e| e.2).collect();
+        let n = amounts.len() as f64;
+        let avg = amounts.iter().sum::<f64>() / n;
+        let var = amounts.iter().map(|a| (a - avg) * (a - avg)).sum::<f64>() / n;
+        let distinct: std::collections::BTreeSet<&String> = d1.iter().map(|e| &e.3).collect();
+        // last by event time, ties to the later arrival
+        let last = mine.iter().enumerate().max_by_key(|(i, e)| (e.1, *i)).unwrap().1;
+        let row = vec![
+            Value::Int(m5.len() as i64),
+            Value::Int(h1.len() as i64),
+            Value::Int(d1.len() as i64),
+            Value::Float(h1.iter().map(|e| e.2).sum()),
+            Value::Float(avg),
+            Value::Float(amounts.iter().cloned().fold(f64::MIN, f64::max)),
+            Value::Float(amounts.iter().cloned().fold(f64::MAX, f64::min)),
+            Value::Float(var.sqrt()),
+            Value::Int(distinct.len() as i64),
+            Value::Float(last.2),
+            Value::Float((t - last.1) as f64 / 1000.0),
+        ];
+        out.insert(u.clone(), row);
+    }
+    (t, out)
+}
+
+fn close(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float(x), Value::Float(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+        _ => a == b,
+    }
+}
+
+fn check_against_naive(engine: &Engine, evs: &[(String, i64, f64, String)]) {
+    let (t, expected) = naive(evs);
+    let keys: Vec<&str> = expected.keys().map(String::as_str).collect();
+    let rows = engine.read_features("user_txn", &keys, None).unwrap();
+    for (k, row) in keys.iter().zip(rows) {
+        assert!(row.found, "{k}");
+        assert_eq!(row.as_of, Some(t));
+        let want = &expected[*k];
+        for (i, (a, b)) in row.values.iter().zip(want).enumerate() {
+            assert!(close(a, b), "{k} feature {i}: engine {a:?} naive {b:?}");
+        }
+    }
+}
+
+#[test]
+fn features_equal_naive_recomputation_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = events(3_000, 7);
+    let engine = Engine::open(config(dir.path())).unwrap();
+    for chunk in evs.chunks(500) {
+        let out = engine.ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto).unwrap();
+        assert_eq!((out.accepted, out.rejected.len()), (chunk.len(), 0));
+    }
+    check_against_naive(&engine, &evs);
+    let stats = engine.stream_stats("transactions").unwrap();
+    assert_eq!(stats.events_stored, 3_000);
+    let late = stats.events_late;
+    engine.shutdown();
+
+    // Clean restart: from the shutdown snapshot.
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert!(engine.recovery().snapshot_seq.is_some());
+    assert_eq!(engine.recovery().frames_replayed, 0);
+    check_against_naive(&engine, &evs);
+    assert_eq!(engine.stream_stats("transactions").unwrap().events_late, late);
+
+    // More events after the snapshot, then a restart without a final
+    // snapshot (the engine is leaked: its writer never runs shutdown).
+    let more = events(1_000, 8).into_iter().map(|(u, t, a, m)| (u, t + 60_000_000, a, m)).collect::<Vec<_>>();
+    engine.ingest_blocking("transactions", ndjson(&more).as_bytes(), BodyFormat::Auto).unwrap();
+    engine.abort();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(engine.recovery().frames_replayed, 1, "{:?}", engine.recovery());
+    let all: Vec<_> = evs.iter().cloned().chain(more).collect();
+    check_against_naive(&engine, &all);
+    assert_eq!(engine.stream_stats("transactions").unwrap().events_stored, 4_000);
+    engine.shutdown();
+}
+
+#[test]
+fn bad_records_become_dead_letters_and_good_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let good = ndjson(&events(3, 1));
+    let body = format!("{good}\n{{\"entity_id\":\"u\",\"ts\":5,\"amount\":-1}}\nnot json\n");
+    let out = engine.ingest_blocking("transactions", body.as_bytes(), BodyFormat::Auto).unwrap();
+    assert_eq!(out.accepted, 3);
+    assert_eq!(out.rejected.len(), 2);
+    assert_eq!(out.rejected[0].index, 3);
+    let dl = engine.dead_letters("transactions", 10).unwrap();
+    assert_eq!(dl.len(), 2);
+    assert!(dl[0].raw.contains("not json"));
+    let s = engine.stream_stats("transactions").unwrap();
+    assert_eq!((s.events_stored, s.events_rejected), (3, 2));
+    engine.shutdown();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let s = engine.stream_stats("transactions").unwrap();
+    assert_eq!((s.events_stored, s.events_rejected), (3, 2));
+    assert_eq!(engine.dead_letters("transactions", 10).unwrap().len(), 2);
+    assert!(engine.ingest_blocking("nope", b"{}", BodyFormat::Auto).is_err());
+}
+
+#[test]
+fn late_events_are_stored_but_do_not_change_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let t0 = 1_767_225_600_000i64;
+    let evs = vec![
+        ("user_a".to_string(), t0 + 100_000, 10.0, "m_1".to_string()),
+        ("user_a".to_string(), t0 + 96_000, 20.0, "m_2".to_string()), // 4 s late: counts
+        ("user_a".to_string(), t0 + 90_000, 40.0, "m_3".to_string()), // 10 s late: late
+    ];
+    engine.ingest_blocking("transactions", ndjson(&evs).as_bytes(), BodyFormat::Auto).unwrap();
+    let s = engine.stream_stats("transactions").unwrap();
+    assert_eq!((s.events_stored, s.events_late), (3, 1));
+    let r = &engine.read_features("user_txn", &["user_a"], None).unwrap()[0];
+    assert_eq!(r.values[0], Value::Int(2));
+    assert_eq!(r.values[3], Value::Float(30.0));
+    assert_eq!(r.values[9], Value::Float(10.0), "last = latest event time");
+    // The late record is still in the entity's recent records.
+    assert_eq!(engine.recent_records("transactions", "user_a", 10).unwrap().len(), 3);
+    // as_of in the future slides the windows; before the watermark is refused.
+    let later = engine.read_features("user_txn", &["user_a"], Some(t0 + 100_000 + 301_000)).unwrap();
+    assert_eq!(later[0].values[0], Value::Int(0), "5 min window is empty 5 min later");
+    assert_eq!(later[0].values[1], Value::Int(2));
+    assert!(engine.read_features("user_txn", &["user_a"], Some(t0)).is_err());
+    let missing = &engine.read_features("user_txn", &["nobody"], None).unwrap()[0];
+    assert!(!missing.found);
+    assert_eq!(missing.values[0], Value::Int(0));
+    assert_eq!(missing.values[4], Value::Null);
+}
+
+#[test]
+fn spec_changes_rebuild_views_and_stream_changes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = events(500, 3);
+    let engine = Engine::open(config(dir.path())).unwrap();
+    engine.ingest_blocking("transactions", ndjson(&evs).as_bytes(), BodyFormat::Auto).unwrap();
+    engine.shutdown();
+
+    // A new view over the same stream is built from the log.
+    let spec2 = format!(
+        "{SPEC}\n[[views]]\nname = \"by_merchant_sum\"\nstream = \"transactions\"\nkey = \"merchant_id\"\n\
+         features = [{{ name = \"n\", agg = \"count\" }}]\n"
+    );
+    let mut c = config(dir.path());
+    c.spec = Some(Catalog::from_toml(&spec2).unwrap().spec);
+    let engine = Engine::open(c).unwrap();
+    assert!(engine.recovery().snapshot_seq.is_none(), "old snapshot must not be used");
+    let keys: Vec<String> = (0..30).map(|i| format!("m_{i:04}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let total: i64 = engine
+        .read_features("by_merchant_sum", &refs, None)
+        .unwrap()
+        .iter()
+        .map(|r| match r.values[0] { Value::Int(n) => n, _ => 0 })
+        .sum();
+    let stored = engine.stream_stats("transactions").unwrap();
+    assert_eq!(total as u64, stored.events_stored - stored.events_late);
+    engine.shutdown();
+
+    // Reopening without a spec uses the persisted one.
+    let mut c = config(dir.path());
+    c.spec = None;
+    let engine = Engine::open(c).unwrap();
+    assert!(engine.catalog().view_index("by_merchant_sum").is_some());
+    engine.shutdown();
+
+    // Changing a stream's fields is refused with a clear message.
+    let spec3 = SPEC.replace("{ name = \"country\", type = \"string\" },", "");
+    let mut c = config(dir.path());
+    c.spec = Some(Catalog::from_toml(&spec3).unwrap().spec);
+    let err = Engine::open(c).err().expect("must refuse").to_string();
+    assert!(err.contains("transactions"), "{err}");
+}
+
+#[test]
+fn torn_tail_of_the_log_is_cut_and_the_rest_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    for chunk in events(300, 5).chunks(100) {
+        engine.ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto).unwrap();
+    }
+    engine.abort();
+    // Append half a frame of garbage to the last segment.
+    let wal = dir.path().join("wal");
+    let mut segs: Vec<_> = std::fs::read_dir(&wal).unwrap().map(|e| e.unwrap().path()).collect();
+    segs.sort();
+    let last = segs.last().unwrap();
+    let mut bytes = std::fs::read(last).unwrap();
+    bytes.extend_from_slice(&[0x55; 37]);
+    std::fs::write(last, bytes).unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert!(engine.recovery().truncated_bytes > 0);
+    assert_eq!(engine.stream_stats("transactions").unwrap().events_stored, 300);
+    engine.ingest_blocking("transactions", ndjson(&events(10, 6)).as_bytes(), BodyFormat::Auto).unwrap();
+    engine.shutdown();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(engine.stream_stats("transactions").unwrap().events_stored, 310);
+}

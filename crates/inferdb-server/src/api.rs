@@ -1,0 +1,389 @@
+//! The HTTP API: thin handlers that decode, call one engine method and map
+//! the result. [`app`] builds the router, so tests drive it with
+//! `tower::ServiceExt::oneshot`, no socket. Errors are JSON
+//! `{"error": "…"}` with the status given by the engine error's kind.
+
+use crate::metrics as m;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use inferdb_engine::{BodyFormat, Engine, EngineError};
+use inferdb_types::{ErrorKind, Timestamp, Value};
+use serde::Deserialize;
+use serde_json::{Value as JsonValue, json};
+use std::time::Instant;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub engine: Engine,
+    /// Largest batch feature read.
+    pub max_keys_per_read: usize,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+/// The one place where error kinds become status codes.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        let status = status_of(e.kind());
+        if status.is_server_error() && e.kind() != ErrorKind::Overloaded {
+            tracing::error!(error = %e, "request failed");
+        }
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> ApiError {
+        let status = r.status();
+        let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request body is larger than the configured limit (max_body_bytes)".to_string()
+        } else {
+            r.body_text()
+        };
+        ApiError::new(status, msg)
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> ApiError {
+        let status = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, r.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Builds the router over an engine.
+pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/events/{stream}", post(post_events))
+        .route("/v1/streams/{stream}/stats", get(stream_stats))
+        .route("/v1/streams/{stream}/dead-letters", get(dead_letters))
+        .route("/v1/features/{view}/{key}", get(get_features))
+        .route("/v1/features/{view}", post(post_features))
+        .route("/get-online-features", post(feast_online_features))
+        .route("/v1/entities/{stream}/{key}/records", get(entity_records))
+        .route("/v1/catalog", get(catalog))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(prometheus))
+        .fallback(not_found)
+        .layer(middleware::from_fn(track))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::histogram!(m::HTTP_REQUEST_SECONDS, "route" => route.clone(), "method" => method.clone())
+        .record(start.elapsed().as_secs_f64());
+    metrics::counter!(m::HTTP_REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    if s.engine.is_healthy() {
+        (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WAL write failed; restart required").into_response()
+    }
+}
+
+async fn prometheus(State(s): State<AppState>) -> Response {
+    s.engine.update_gauges();
+    match m::handle() {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            h.render(),
+        )
+            .into_response(),
+        None => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed").into_response(),
+    }
+}
+
+async fn catalog(State(s): State<AppState>) -> Json<inferdb_types::Spec> {
+    Json(s.engine.catalog().spec.clone())
+}
+
+fn body_format(headers: &HeaderMap) -> BodyFormat {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") || ct.starts_with("application/ndjson") {
+        BodyFormat::Ndjson
+    } else {
+        BodyFormat::Auto
+    }
+}
+
+async fn post_events(
+    State(s): State<AppState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<inferdb_engine::IngestOutcome>> {
+    let body = body?;
+    let outcome = s.engine.ingest(&stream, &body, body_format(&headers)).await?;
+    Ok(Json(outcome))
+}
+
+async fn stream_stats(State(s): State<AppState>, Path(stream): Path<String>) -> ApiResult<Json<JsonValue>> {
+    let st = s.engine.stream_stats(&stream)?;
+    let entities: serde_json::Map<String, JsonValue> =
+        st.entities.iter().map(|(v, n)| (v.clone(), json!(n))).collect();
+    Ok(Json(json!({
+        "stream": st.stream,
+        "events_stored": st.events_stored,
+        "events_rejected": st.events_rejected,
+        "events_late": st.events_late,
+        "watermark": st.watermark,
+        "watermark_ms": st.watermark_ms,
+        "entities": entities,
+        "hot_tier_bytes": st.hot_tier_bytes,
+    })))
+}
+
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+async fn dead_letters(
+    State(s): State<AppState>,
+    Path(stream): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> ApiResult<Json<JsonValue>> {
+    let d = s.engine.dead_letters(&stream, q.limit.unwrap_or(100))?;
+    let items: Vec<JsonValue> = d
+        .iter()
+        .map(|d| {
+            json!({
+                "index": d.index, "field": d.field, "reason": d.reason, "raw": d.raw,
+                "received_at": Timestamp(d.received_ms).to_rfc3339(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "stream": stream, "dead_letters": items })))
+}
+
+#[derive(Deserialize)]
+struct AsOfQuery {
+    as_of: Option<String>,
+}
+
+fn parse_as_of(s: Option<&str>) -> ApiResult<Option<i64>> {
+    s.map(|t| Timestamp::parse(t).map(|t| t.0).map_err(|e| ApiError::bad(format!("as_of: {e}"))))
+        .transpose()
+}
+
+fn features_json(names: &[String], values: &[Value]) -> JsonValue {
+    let m: serde_json::Map<String, JsonValue> =
+        names.iter().zip(values).map(|(n, v)| (n.clone(), v.to_json())).collect();
+    JsonValue::Object(m)
+}
+
+fn feature_row_json(key: &str, names: &[String], row: &inferdb_engine::FeatureRow) -> JsonValue {
+    json!({
+        "key": key,
+        "found": row.found,
+        "features": features_json(names, &row.values),
+        "as_of": row.as_of.map(|t| Timestamp(t).to_rfc3339()),
+    })
+}
+
+async fn get_features(
+    State(s): State<AppState>,
+    Path((view, key)): Path<(String, String)>,
+    Query(q): Query<AsOfQuery>,
+) -> ApiResult<Json<JsonValue>> {
+    let as_of = parse_as_of(q.as_of.as_deref())?;
+    let rows = s.engine.read_features(&view, &[key.as_str()], as_of)?;
+    let names = s.engine.feature_names(&view)?;
+    let row = rows.first().ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no row"))?;
+    Ok(Json(feature_row_json(&key, &names, row)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRead {
+    keys: Vec<String>,
+    #[serde(default)]
+    as_of: Option<String>,
+}
+
+async fn post_features(
+    State(s): State<AppState>,
+    Path(view): Path<String>,
+    body: Result<Json<BatchRead>, JsonRejection>,
+) -> ApiResult<Json<JsonValue>> {
+    let Json(req) = body?;
+    if req.keys.len() > s.max_keys_per_read {
+        return Err(ApiError::bad(format!(
+            "keys: {} keys requested, at most {} per read (max_keys_per_read)",
+            req.keys.len(),
+            s.max_keys_per_read
+        )));
+    }
+    let as_of = parse_as_of(req.as_of.as_deref())?;
+    let keys: Vec<&str> = req.keys.iter().map(String::as_str).collect();
+    let rows = s.engine.read_features(&view, &keys, as_of)?;
+    let names = s.engine.feature_names(&view)?;
+    let results: Vec<JsonValue> = keys.iter().zip(&rows).map(|(k, r)| feature_row_json(k, &names, r)).collect();
+    Ok(Json(json!({ "view": view, "results": results })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeastRequest {
+    features: Vec<String>,
+    entities: serde_json::Map<String, JsonValue>,
+    #[serde(default)]
+    full_feature_names: bool,
+}
+
+/// Feast's feature-server read: columns of values, one per requested
+/// feature, after the entity key column.
+async fn feast_online_features(
+    State(s): State<AppState>,
+    body: Result<Json<FeastRequest>, JsonRejection>,
+) -> ApiResult<Json<JsonValue>> {
+    let Json(req) = body?;
+    if req.entities.len() != 1 {
+        return Err(ApiError::bad("entities: give exactly one join key with a list of values"));
+    }
+    let Some((join_key, values)) = req.entities.iter().next() else {
+        return Err(ApiError::bad("entities: empty"));
+    };
+    let JsonValue::Array(values) = values else {
+        return Err(ApiError::bad(format!("entities.{join_key}: expected a list of values")));
+    };
+    if values.len() > s.max_keys_per_read {
+        return Err(ApiError::bad(format!(
+            "entities.{join_key}: {} keys requested, at most {} per read",
+            values.len(),
+            s.max_keys_per_read
+        )));
+    }
+    let keys: Vec<String> = values
+        .iter()
+        .map(|v| match v {
+            JsonValue::String(s) => Ok(s.clone()),
+            JsonValue::Number(n) if n.is_i64() => Ok(n.to_string()),
+            other => Err(ApiError::bad(format!("entities.{join_key}: {other} is not a string or integer key"))),
+        })
+        .collect::<ApiResult<_>>()?;
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let catalog = s.engine.catalog();
+    // Group the requested features by view, keeping request order for the output.
+    let mut cols: Vec<(&str, usize, &str)> = Vec::with_capacity(req.features.len());
+    for f in &req.features {
+        let Some((view, feature)) = f.split_once(':') else {
+            return Err(ApiError::bad(format!("features: {f:?} is not of the form view:feature")));
+        };
+        let Some(vi) = catalog.view_index(view) else {
+            return Err(EngineError::UnknownView(view.to_string()).into());
+        };
+        let v = &catalog.views[vi];
+        let Some(fi) = v.feature_index(feature) else {
+            return Err(EngineError::UnknownFeature { view: view.into(), feature: feature.into() }.into());
+        };
+        let key_field = &catalog.streams[v.stream].fields[v.key].name;
+        if key_field != join_key {
+            return Err(ApiError::bad(format!(
+                "features: view {view} is keyed by {key_field}, but the request's entities give {join_key}"
+            )));
+        }
+        cols.push((view, fi, feature));
+    }
+    let mut by_view: Vec<(&str, Vec<inferdb_engine::FeatureRow>)> = Vec::new();
+    for (view, _, _) in &cols {
+        if !by_view.iter().any(|(v, _)| v == view) {
+            by_view.push((view, s.engine.read_features(view, &key_refs, None)?));
+        }
+    }
+    let mut names = vec![json!(join_key)];
+    let mut results = vec![json!({
+        "values": keys,
+        "statuses": vec!["PRESENT"; keys.len()],
+        "event_timestamps": vec!["1970-01-01T00:00:00Z"; keys.len()],
+    })];
+    for (view, fi, feature) in &cols {
+        let rows = by_view.iter().find(|(v, _)| v == view).map(|(_, r)| r.as_slice()).unwrap_or(&[]);
+        names.push(json!(if req.full_feature_names { format!("{view}__{feature}") } else { feature.to_string() }));
+        let values: Vec<JsonValue> = rows.iter().map(|r| r.values[*fi].to_json()).collect();
+        let statuses: Vec<&str> = rows.iter().map(|r| if r.found { "PRESENT" } else { "NOT_FOUND" }).collect();
+        let ts: Vec<JsonValue> = rows
+            .iter()
+            .map(|r| json!(r.as_of.map(|t| Timestamp(t).to_rfc3339()).unwrap_or_else(|| "1970-01-01T00:00:00Z".into())))
+            .collect();
+        results.push(json!({ "values": values, "statuses": statuses, "event_timestamps": ts }));
+    }
+    Ok(Json(json!({ "metadata": { "feature_names": names }, "results": results })))
+}
+
+async fn entity_records(
+    State(s): State<AppState>,
+    Path((stream, key)): Path<(String, String)>,
+    Query(q): Query<LimitQuery>,
+) -> ApiResult<Json<JsonValue>> {
+    let limit = q.limit.unwrap_or(100).min(100_000);
+    let records = s.engine.recent_records(&stream, &key, limit)?;
+    Ok(Json(json!({ "stream": stream, "key": key, "records": records })))
+}

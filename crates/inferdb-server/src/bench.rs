@@ -1,0 +1,242 @@
+//! `inferdb bench …`: the repository's benchmarks of the reference
+//! workload, run against a real server over loopback HTTP, with the load
+//! generator in the same process on its own thread ([`crate::loadgen`]).
+//!
+//! - `ingest`: the workload in NDJSON batches of 1,000 events; events/s and
+//!   the acknowledgement latency of a batch (durable under the fsync policy
+//!   and applied to every feature view).
+//! - `features`: after ingesting the workload, Zipf-random reads of
+//!   `user_txn` at a given concurrency; req/s and p50/p90/p99/p999, next to
+//!   Redis answering HGETALL of a hash with the same features, measured in
+//!   the same run (when redis-server is installed).
+
+use crate::config::ServerConfig;
+use crate::loadgen::{self, Report};
+use crate::serve;
+use crate::workload::{Generator, Size, UserSampler, WorkloadConfig};
+use bytes::Bytes;
+use inferdb_engine::{EngineConfig, FsyncPolicy};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Options shared by the benchmarks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Workload size: small (100k events), medium (1M) or large (10M).
+    #[arg(long, default_value = "medium")]
+    pub size: Size,
+    /// Workload seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Events per ingest request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Concurrent ingest connections.
+    #[arg(long, default_value_t = 4)]
+    pub ingest_concurrency: usize,
+    /// fsync policy of the server under test.
+    #[arg(long, default_value = "batch")]
+    pub fsync: FsyncPolicy,
+    /// Data directory (default: a fresh temporary one).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Server worker threads (default: one per core).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
+}
+
+/// Options of `bench features`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FeatureBenchArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Concurrent readers.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Reads to send.
+    #[arg(long, default_value_t = 200_000)]
+    pub requests: u64,
+    /// Skip the Redis comparison.
+    #[arg(long)]
+    pub no_redis: bool,
+}
+
+const SPEC: &str = include_str!("../../../examples/payments/spec.toml");
+
+/// The reference workload as NDJSON bodies of `batch` events; also the
+/// number of deliberately bad events in them.
+pub fn workload_bodies(size: Size, seed: u64, batch: usize) -> (Vec<Bytes>, u64, u64) {
+    let cfg = WorkloadConfig::sized(size, seed);
+    let mut bodies = Vec::new();
+    let mut cur = String::with_capacity(batch * 200);
+    let (mut n, mut bad, mut in_batch) = (0u64, 0u64, 0usize);
+    for ev in Generator::new(&cfg) {
+        n += 1;
+        bad += ev.bad.is_some() as u64;
+        cur.push_str(&ev.line);
+        cur.push('\n');
+        in_batch += 1;
+        if in_batch == batch.max(1) {
+            bodies.push(Bytes::from(std::mem::take(&mut cur)));
+            in_batch = 0;
+        }
+    }
+    if !cur.is_empty() {
+        bodies.push(Bytes::from(cur));
+    }
+    (bodies, n, bad)
+}
+
+/// A server over a data directory with the reference spec.
+pub fn server_config(data_dir: PathBuf, fsync: FsyncPolicy, worker_threads: Option<usize>) -> anyhow::Result<ServerConfig> {
+    let catalog = inferdb_types::Catalog::from_toml(SPEC)?;
+    let mut engine = EngineConfig::new(data_dir);
+    engine.spec = Some(catalog.spec);
+    engine.fsync = fsync;
+    Ok(ServerConfig {
+        listen: "127.0.0.1:0".parse()?,
+        max_body_bytes: 64 << 20,
+        max_keys_per_read: 1000,
+        worker_threads,
+        engine,
+    })
+}
+
+/// Result of an ingest run.
+pub struct IngestResult {
+    /// Events sent.
+    pub events: u64,
+    /// Events the server accepted.
+    pub accepted: u64,
+    /// Events the server rejected.
+    pub rejected: u64,
+    /// Events the generator made bad on purpose.
+    pub expected_bad: u64,
+    /// The HTTP report (one request per batch).
+    pub report: Report,
+}
+
+impl IngestResult {
+    /// Events per second over the whole run.
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.report.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Posts the bodies and adds up the answers.
+pub fn ingest(addr: SocketAddr, bodies: Vec<Bytes>, events: u64, expected_bad: u64, concurrency: usize) -> anyhow::Result<IngestResult> {
+    let report = loadgen::post_bodies(addr, "/v1/events/transactions", "application/x-ndjson", bodies, concurrency, true)?;
+    let (mut accepted, mut rejected) = (0u64, 0u64);
+    for b in &report.bodies_json {
+        accepted += b["accepted"].as_u64().unwrap_or(0);
+        rejected += b["rejected"].as_array().map_or(0, |a| a.len() as u64);
+    }
+    Ok(IngestResult { events, accepted, rejected, expected_bad, report })
+}
+
+fn print_ingest(r: &IngestResult, fsync: FsyncPolicy) {
+    println!("ingest ({} events in batches, fsync {fsync:?})", r.events);
+    println!(
+        "  {:.0} events/s; accepted {}, rejected {} (generated bad: {}), HTTP errors {}",
+        r.events_per_sec(),
+        r.accepted,
+        r.rejected,
+        r.expected_bad,
+        r.report.errors
+    );
+    println!(
+        "  batch ack latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, max {:.2} ms",
+        r.report.pct_ms(0.50),
+        r.report.pct_ms(0.90),
+        r.report.pct_ms(0.99),
+        r.report.pct_ms(0.999),
+        r.report.pct_ms(1.0)
+    );
+}
+
+fn data_dir(args: &BenchArgs) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    Ok(match &args.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("inferdb-bench-").tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    })
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{cores} cores, {} {}", std::env::consts::OS, std::env::consts::ARCH)
+}
+
+/// `inferdb bench ingest`.
+pub fn run_ingest(args: &BenchArgs) -> anyhow::Result<()> {
+    println!("inferdb bench ingest — machine: {}", machine());
+    let t = Instant::now();
+    let (bodies, events, bad) = workload_bodies(args.size, args.seed, args.batch);
+    println!("generated {} workload: {events} events, {} bodies in {:.1} s", args.size, bodies.len(), t.elapsed().as_secs_f64());
+    let (dir, _keep) = data_dir(args)?;
+    let rt = serve::runtime(args.worker_threads)?;
+    let server = rt.block_on(serve::start(server_config(dir, args.fsync, args.worker_threads)?))?;
+    let r = ingest(server.addr, bodies, events, bad, args.ingest_concurrency)?;
+    print_ingest(&r, args.fsync);
+    let stats = server.engine.stream_stats("transactions")?;
+    println!(
+        "  server: stored {}, rejected {}, late {}; entities {:?}",
+        stats.events_stored, stats.events_rejected, stats.events_late, stats.entities
+    );
+    anyhow::ensure!(stats.events_stored == r.accepted, "server stored {} but acknowledged {}", stats.events_stored, r.accepted);
+    rt.block_on(server.stop())?;
+    Ok(())
+}
+
+/// `inferdb bench features`.
+pub fn run_features(args: &FeatureBenchArgs) -> anyhow::Result<()> {
+    println!("inferdb bench features — machine: {}", machine());
+    let c = &args.common;
+    let (bodies, events, bad) = workload_bodies(c.size, c.seed, c.batch);
+    let (dir, _keep) = data_dir(c)?;
+    let rt = serve::runtime(c.worker_threads)?;
+    let server = rt.block_on(serve::start(server_config(dir, c.fsync, c.worker_threads)?))?;
+    let r = ingest(server.addr, bodies, events, bad, c.ingest_concurrency)?;
+    print_ingest(&r, c.fsync);
+
+    let mut sampler = UserSampler::new(c.seed ^ 0x5eed);
+    let paths: Vec<String> =
+        (0..args.requests).map(|_| format!("/v1/features/user_txn/{}", sampler.next_user())).collect();
+    let paths = Arc::new(paths);
+    // Warm up connections and caches briefly, then measure.
+    let warm: Arc<Vec<String>> = Arc::new(paths.iter().take(5_000).cloned().collect());
+    loadgen::get_paths(server.addr, warm, args.concurrency)?;
+    let rep = loadgen::get_paths(server.addr, paths, args.concurrency)?;
+    println!("feature reads (user_txn, Zipf-random users, concurrency {}):", args.concurrency);
+    println!("  inferdb: {}", rep.summary_line());
+
+    if !args.no_redis {
+        let names = server.engine.feature_names("user_txn")?;
+        let row = server.engine.read_features("user_txn", &["user_000000"], None)?;
+        let fields: Vec<(String, String)> = names
+            .iter()
+            .zip(row.first().map(|r| r.values.clone()).unwrap_or_default())
+            .map(|(n, v)| (n.clone(), v.to_json().to_string()))
+            .collect();
+        match loadgen::redis_hgetall_baseline(&fields, 100_000, args.concurrency, args.requests)? {
+            Some(b) => {
+                println!(
+                    "  redis HGETALL ({} fields): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms  [{}]",
+                    fields.len(),
+                    b.rps,
+                    b.p50_ms,
+                    b.p99_ms,
+                    b.command
+                );
+                println!("  ratio inferdb/redis req/s: {:.2}", rep.rps() / b.rps.max(1e-9));
+            }
+            None => println!("  redis: redis-server / redis-benchmark not installed; no comparison"),
+        }
+    }
+    rt.block_on(server.stop())?;
+    Ok(())
+}
