@@ -139,7 +139,8 @@ impl<'de> Visitor<'de> for ArrayVisitor<'_> {
         while let Some(raw) = seq.next_element::<&'de RawValue>()? {
             let text = raw.get();
             let mut de = serde_json::Deserializer::from_str(text);
-            match RecordSeed { stream: self.stream, index }.deserialize(&mut de) {
+            let seed = RecordSeed { stream: self.stream, index };
+            match seed.deserialize(&mut de) {
                 Ok(Ok(row)) => self.out.rows.push(row),
                 Ok(Err(rej)) => self.out.rejected.push((rej, clip(text.as_bytes()))),
                 Err(e) => return Err(de::Error::custom(e)),

@@ -1,1 +1,70 @@
-//! placeholder
+//! Feature views of inferdb: exact, incremental sliding-window aggregates
+//! per entity.
+//!
+//! A view is compiled once into a [`ViewPlan`]; each entity (key) of the view
+//! has an [`EntityState`]. The engine owns sharding and locking: one writer
+//! thread calls [`EntityState::insert`] / [`EntityState::advance`], readers
+//! call [`EntityState::eval`] through a shared reference.
+//!
+//! # Semantics
+//!
+//! A window of length `W` evaluated at `t` holds the events with
+//! `t − W < ts <= t`; an unwindowed feature holds every inserted event.
+//! Nulls are skipped (as in SQL): `count(field)` counts non-null values,
+//! `last` is the latest *non-null* value (largest ts; on equal ts the one
+//! inserted later). Empty windows give `count` 0, `sum` 0.0 and null for
+//! the others. `stddev` is the population standard deviation.
+//!
+//! # Design
+//!
+//! * **One buffer per entity** of the events the longest window can still
+//!   see, sorted by (ts, insertion order), as flat `VecDeque` columns: the
+//!   ts, and one `u64` slot per aggregated field (`f64` bits with a NaN
+//!   payload for null, or a 63-bit hash whose low bit flags "last occurrence").
+//!   Out-of-order events are inserted at their sorted place (binary search;
+//!   with bounded lateness it is near the back). Events at or before
+//!   `frontier − longest window` are evicted, so memory is O(events in the
+//!   longest window), and columns shrink when mostly empty.
+//! * **One window state per distinct length**: its start position in the
+//!   buffer (absolute positions over a running base, so front evictions do
+//!   not move it; an insertion before it moves it up) and one accumulator per
+//!   (window, field) shared by every feature on them: non-null count, sum and
+//!   sum of squares of deviations from a shift in double-double arithmetic
+//!   ([`moments`](crate::moments): exact cancellation on removal, exact 0
+//!   for equal values), and monotonic deques for min/max that accept
+//!   out-of-order events ([`minmax`](crate::minmax)).
+//! * **Windowed distinct is exact**, and cheaper than a refcount map: each
+//!   distinct field keeps one map `hash → position of its last occurrence`
+//!   for the whole buffer, and flags that event. The distinct count of any
+//!   window is then the number of flags in it, kept per window as a counter.
+//!   Evaluating past the frontier subtracts the flags of the expired events
+//!   (bit tests, no hashing, no temporary map), and all windows on a field
+//!   share one map. Exact up to 63-bit hash collisions.
+//! * **Unwindowed distinct** is an exact sparse set up to 512 hashes, then a
+//!   HyperLogLog sketch of 2^14 registers with Ertl's estimator
+//!   ([`hll`](crate::hll)); 100k idle low-cardinality entities stay small.
+//! * **`last` and `seconds_since_last` keep O(1) state**: every retained
+//!   event has `ts <= frontier <= t`, so the latest event overall is the
+//!   latest event of any window that holds it; a window holds it iff its
+//!   ts is after `t − W`.
+//! * **Evaluation is read-only**: at `t > frontier` the events that expired
+//!   in `(frontier − W, t − W]` are found by binary search and subtracted
+//!   into temporaries; when more expired than remain, the remaining events
+//!   are summed from scratch instead, so a read walks at most half a window.
+//!   Min/max binary-search their deque. The engine can call
+//!   [`EntityState::advance`] on idle entities so reads stay O(1).
+//!
+//! Insertion is O(1) amortized (each event is added and expired once per
+//! window, plus a hash-map update per distinct field); evaluation at the
+//! frontier is O(features).
+
+mod error;
+mod hll;
+mod minmax;
+mod moments;
+mod plan;
+mod state;
+
+pub use error::FeatureError;
+pub use plan::ViewPlan;
+pub use state::EntityState;

@@ -36,7 +36,10 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
     fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -92,7 +95,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, Json(json!({ "error": self.message }))).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
@@ -144,7 +148,11 @@ async fn healthz(State(s): State<AppState>) -> Response {
     if s.engine.is_healthy() {
         (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
     } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WAL write failed; restart required").into_response()
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "WAL write failed; restart required",
+        )
+        .into_response()
     }
 }
 
@@ -152,11 +160,18 @@ async fn prometheus(State(s): State<AppState>) -> Response {
     s.engine.update_gauges();
     match m::handle() {
         Some(h) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             h.render(),
         )
             .into_response(),
-        None => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed").into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed",
+        )
+        .into_response(),
     }
 }
 
@@ -165,8 +180,14 @@ async fn catalog(State(s): State<AppState>) -> Json<inferdb_types::Spec> {
 }
 
 fn body_format(headers: &HeaderMap) -> BodyFormat {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") || ct.starts_with("application/ndjson") {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.starts_with("application/x-ndjson")
+        || ct.starts_with("application/jsonl")
+        || ct.starts_with("application/ndjson")
+    {
         BodyFormat::Ndjson
     } else {
         BodyFormat::Auto
@@ -180,14 +201,23 @@ async fn post_events(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<inferdb_engine::IngestOutcome>> {
     let body = body?;
-    let outcome = s.engine.ingest(&stream, &body, body_format(&headers)).await?;
+    let outcome = s
+        .engine
+        .ingest(&stream, &body, body_format(&headers))
+        .await?;
     Ok(Json(outcome))
 }
 
-async fn stream_stats(State(s): State<AppState>, Path(stream): Path<String>) -> ApiResult<Json<JsonValue>> {
+async fn stream_stats(
+    State(s): State<AppState>,
+    Path(stream): Path<String>,
+) -> ApiResult<Json<JsonValue>> {
     let st = s.engine.stream_stats(&stream)?;
-    let entities: serde_json::Map<String, JsonValue> =
-        st.entities.iter().map(|(v, n)| (v.clone(), json!(n))).collect();
+    let entities: serde_json::Map<String, JsonValue> = st
+        .entities
+        .iter()
+        .map(|(v, n)| (v.clone(), json!(n)))
+        .collect();
     Ok(Json(json!({
         "stream": st.stream,
         "events_stored": st.events_stored,
@@ -229,13 +259,20 @@ struct AsOfQuery {
 }
 
 fn parse_as_of(s: Option<&str>) -> ApiResult<Option<i64>> {
-    s.map(|t| Timestamp::parse(t).map(|t| t.0).map_err(|e| ApiError::bad(format!("as_of: {e}"))))
-        .transpose()
+    s.map(|t| {
+        Timestamp::parse(t)
+            .map(|t| t.0)
+            .map_err(|e| ApiError::bad(format!("as_of: {e}")))
+    })
+    .transpose()
 }
 
 fn features_json(names: &[String], values: &[Value]) -> JsonValue {
-    let m: serde_json::Map<String, JsonValue> =
-        names.iter().zip(values).map(|(n, v)| (n.clone(), v.to_json())).collect();
+    let m: serde_json::Map<String, JsonValue> = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| (n.clone(), v.to_json()))
+        .collect();
     JsonValue::Object(m)
 }
 
@@ -256,7 +293,9 @@ async fn get_features(
     let as_of = parse_as_of(q.as_of.as_deref())?;
     let rows = s.engine.read_features(&view, &[key.as_str()], as_of)?;
     let names = s.engine.feature_names(&view)?;
-    let row = rows.first().ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no row"))?;
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no row"))?;
     Ok(Json(feature_row_json(&key, &names, row)))
 }
 
@@ -285,7 +324,11 @@ async fn post_features(
     let keys: Vec<&str> = req.keys.iter().map(String::as_str).collect();
     let rows = s.engine.read_features(&view, &keys, as_of)?;
     let names = s.engine.feature_names(&view)?;
-    let results: Vec<JsonValue> = keys.iter().zip(&rows).map(|(k, r)| feature_row_json(k, &names, r)).collect();
+    let results: Vec<JsonValue> = keys
+        .iter()
+        .zip(&rows)
+        .map(|(k, r)| feature_row_json(k, &names, r))
+        .collect();
     Ok(Json(json!({ "view": view, "results": results })))
 }
 
@@ -306,13 +349,17 @@ async fn feast_online_features(
 ) -> ApiResult<Json<JsonValue>> {
     let Json(req) = body?;
     if req.entities.len() != 1 {
-        return Err(ApiError::bad("entities: give exactly one join key with a list of values"));
+        return Err(ApiError::bad(
+            "entities: give exactly one join key with a list of values",
+        ));
     }
     let Some((join_key, values)) = req.entities.iter().next() else {
         return Err(ApiError::bad("entities: empty"));
     };
     let JsonValue::Array(values) = values else {
-        return Err(ApiError::bad(format!("entities.{join_key}: expected a list of values")));
+        return Err(ApiError::bad(format!(
+            "entities.{join_key}: expected a list of values"
+        )));
     };
     if values.len() > s.max_keys_per_read {
         return Err(ApiError::bad(format!(
@@ -326,7 +373,9 @@ async fn feast_online_features(
         .map(|v| match v {
             JsonValue::String(s) => Ok(s.clone()),
             JsonValue::Number(n) if n.is_i64() => Ok(n.to_string()),
-            other => Err(ApiError::bad(format!("entities.{join_key}: {other} is not a string or integer key"))),
+            other => Err(ApiError::bad(format!(
+                "entities.{join_key}: {other} is not a string or integer key"
+            ))),
         })
         .collect::<ApiResult<_>>()?;
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -335,14 +384,20 @@ async fn feast_online_features(
     let mut cols: Vec<(&str, usize, &str)> = Vec::with_capacity(req.features.len());
     for f in &req.features {
         let Some((view, feature)) = f.split_once(':') else {
-            return Err(ApiError::bad(format!("features: {f:?} is not of the form view:feature")));
+            return Err(ApiError::bad(format!(
+                "features: {f:?} is not of the form view:feature"
+            )));
         };
         let Some(vi) = catalog.view_index(view) else {
             return Err(EngineError::UnknownView(view.to_string()).into());
         };
         let v = &catalog.views[vi];
         let Some(fi) = v.feature_index(feature) else {
-            return Err(EngineError::UnknownFeature { view: view.into(), feature: feature.into() }.into());
+            return Err(EngineError::UnknownFeature {
+                view: view.into(),
+                feature: feature.into(),
+            }
+            .into());
         };
         let key_field = &catalog.streams[v.stream].fields[v.key].name;
         if key_field != join_key {
@@ -365,17 +420,36 @@ async fn feast_online_features(
         "event_timestamps": vec!["1970-01-01T00:00:00Z"; keys.len()],
     })];
     for (view, fi, feature) in &cols {
-        let rows = by_view.iter().find(|(v, _)| v == view).map(|(_, r)| r.as_slice()).unwrap_or(&[]);
-        names.push(json!(if req.full_feature_names { format!("{view}__{feature}") } else { feature.to_string() }));
+        let rows = by_view
+            .iter()
+            .find(|(v, _)| v == view)
+            .map(|(_, r)| r.as_slice())
+            .unwrap_or(&[]);
+        names.push(json!(if req.full_feature_names {
+            format!("{view}__{feature}")
+        } else {
+            feature.to_string()
+        }));
         let values: Vec<JsonValue> = rows.iter().map(|r| r.values[*fi].to_json()).collect();
-        let statuses: Vec<&str> = rows.iter().map(|r| if r.found { "PRESENT" } else { "NOT_FOUND" }).collect();
+        let statuses: Vec<&str> = rows
+            .iter()
+            .map(|r| if r.found { "PRESENT" } else { "NOT_FOUND" })
+            .collect();
         let ts: Vec<JsonValue> = rows
             .iter()
-            .map(|r| json!(r.as_of.map(|t| Timestamp(t).to_rfc3339()).unwrap_or_else(|| "1970-01-01T00:00:00Z".into())))
+            .map(|r| {
+                json!(
+                    r.as_of
+                        .map(|t| Timestamp(t).to_rfc3339())
+                        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+                )
+            })
             .collect();
         results.push(json!({ "values": values, "statuses": statuses, "event_timestamps": ts }));
     }
-    Ok(Json(json!({ "metadata": { "feature_names": names }, "results": results })))
+    Ok(Json(
+        json!({ "metadata": { "feature_names": names }, "results": results }),
+    ))
 }
 
 async fn entity_records(
@@ -385,5 +459,7 @@ async fn entity_records(
 ) -> ApiResult<Json<JsonValue>> {
     let limit = q.limit.unwrap_or(100).min(100_000);
     let records = s.engine.recent_records(&stream, &key, limit)?;
-    Ok(Json(json!({ "stream": stream, "key": key, "records": records })))
+    Ok(Json(
+        json!({ "stream": stream, "key": key, "records": records }),
+    ))
 }

@@ -90,7 +90,11 @@ pub fn workload_bodies(size: Size, seed: u64, batch: usize) -> (Vec<Bytes>, u64,
 }
 
 /// A server over a data directory with the reference spec.
-pub fn server_config(data_dir: PathBuf, fsync: FsyncPolicy, worker_threads: Option<usize>) -> anyhow::Result<ServerConfig> {
+pub fn server_config(
+    data_dir: PathBuf,
+    fsync: FsyncPolicy,
+    worker_threads: Option<usize>,
+) -> anyhow::Result<ServerConfig> {
     let catalog = inferdb_types::Catalog::from_toml(SPEC)?;
     let mut engine = EngineConfig::new(data_dir);
     engine.spec = Some(catalog.spec);
@@ -126,14 +130,33 @@ impl IngestResult {
 }
 
 /// Posts the bodies and adds up the answers.
-pub fn ingest(addr: SocketAddr, bodies: Vec<Bytes>, events: u64, expected_bad: u64, concurrency: usize) -> anyhow::Result<IngestResult> {
-    let report = loadgen::post_bodies(addr, "/v1/events/transactions", "application/x-ndjson", bodies, concurrency, true)?;
+pub fn ingest(
+    addr: SocketAddr,
+    bodies: Vec<Bytes>,
+    events: u64,
+    expected_bad: u64,
+    concurrency: usize,
+) -> anyhow::Result<IngestResult> {
+    let report = loadgen::post_bodies(
+        addr,
+        "/v1/events/transactions",
+        "application/x-ndjson",
+        bodies,
+        concurrency,
+        true,
+    )?;
     let (mut accepted, mut rejected) = (0u64, 0u64);
     for b in &report.bodies_json {
         accepted += b["accepted"].as_u64().unwrap_or(0);
         rejected += b["rejected"].as_array().map_or(0, |a| a.len() as u64);
     }
-    Ok(IngestResult { events, accepted, rejected, expected_bad, report })
+    Ok(IngestResult {
+        events,
+        accepted,
+        rejected,
+        expected_bad,
+        report,
+    })
 }
 
 fn print_ingest(r: &IngestResult, fsync: FsyncPolicy) {
@@ -160,15 +183,23 @@ fn data_dir(args: &BenchArgs) -> anyhow::Result<(PathBuf, Option<tempfile::TempD
     Ok(match &args.data_dir {
         Some(d) => (d.clone(), None),
         None => {
-            let t = tempfile::Builder::new().prefix("inferdb-bench-").tempdir()?;
+            let t = tempfile::Builder::new()
+                .prefix("inferdb-bench-")
+                .tempdir()?;
             (t.path().to_path_buf(), Some(t))
         }
     })
 }
 
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    format!("{cores} cores, {} {}", std::env::consts::OS, std::env::consts::ARCH)
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!(
+        "{cores} cores, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
 }
 
 /// `inferdb bench ingest`.
@@ -176,10 +207,19 @@ pub fn run_ingest(args: &BenchArgs) -> anyhow::Result<()> {
     println!("inferdb bench ingest — machine: {}", machine());
     let t = Instant::now();
     let (bodies, events, bad) = workload_bodies(args.size, args.seed, args.batch);
-    println!("generated {} workload: {events} events, {} bodies in {:.1} s", args.size, bodies.len(), t.elapsed().as_secs_f64());
+    println!(
+        "generated {} workload: {events} events, {} bodies in {:.1} s",
+        args.size,
+        bodies.len(),
+        t.elapsed().as_secs_f64()
+    );
     let (dir, _keep) = data_dir(args)?;
     let rt = serve::runtime(args.worker_threads)?;
-    let server = rt.block_on(serve::start(server_config(dir, args.fsync, args.worker_threads)?))?;
+    let server = rt.block_on(serve::start(server_config(
+        dir,
+        args.fsync,
+        args.worker_threads,
+    )?))?;
     let r = ingest(server.addr, bodies, events, bad, args.ingest_concurrency)?;
     print_ingest(&r, args.fsync);
     let stats = server.engine.stream_stats("transactions")?;
@@ -187,7 +227,12 @@ pub fn run_ingest(args: &BenchArgs) -> anyhow::Result<()> {
         "  server: stored {}, rejected {}, late {}; entities {:?}",
         stats.events_stored, stats.events_rejected, stats.events_late, stats.entities
     );
-    anyhow::ensure!(stats.events_stored == r.accepted, "server stored {} but acknowledged {}", stats.events_stored, r.accepted);
+    anyhow::ensure!(
+        stats.events_stored == r.accepted,
+        "server stored {} but acknowledged {}",
+        stats.events_stored,
+        r.accepted
+    );
     rt.block_on(server.stop())?;
     Ok(())
 }
@@ -204,19 +249,25 @@ pub fn run_features(args: &FeatureBenchArgs) -> anyhow::Result<()> {
     print_ingest(&r, c.fsync);
 
     let mut sampler = UserSampler::new(c.seed ^ 0x5eed);
-    let paths: Vec<String> =
-        (0..args.requests).map(|_| format!("/v1/features/user_txn/{}", sampler.next_user())).collect();
+    let paths: Vec<String> = (0..args.requests)
+        .map(|_| format!("/v1/features/user_txn/{}", sampler.next_user()))
+        .collect();
     let paths = Arc::new(paths);
     // Warm up connections and caches briefly, then measure.
     let warm: Arc<Vec<String>> = Arc::new(paths.iter().take(5_000).cloned().collect());
     loadgen::get_paths(server.addr, warm, args.concurrency)?;
     let rep = loadgen::get_paths(server.addr, paths, args.concurrency)?;
-    println!("feature reads (user_txn, Zipf-random users, concurrency {}):", args.concurrency);
+    println!(
+        "feature reads (user_txn, Zipf-random users, concurrency {}):",
+        args.concurrency
+    );
     println!("  inferdb: {}", rep.summary_line());
 
     if !args.no_redis {
         let names = server.engine.feature_names("user_txn")?;
-        let row = server.engine.read_features("user_txn", &["user_000000"], None)?;
+        let row = server
+            .engine
+            .read_features("user_txn", &["user_000000"], None)?;
         let fields: Vec<(String, String)> = names
             .iter()
             .zip(row.first().map(|r| r.values.clone()).unwrap_or_default())
@@ -232,9 +283,14 @@ pub fn run_features(args: &FeatureBenchArgs) -> anyhow::Result<()> {
                     b.p99_ms,
                     b.command
                 );
-                println!("  ratio inferdb/redis req/s: {:.2}", rep.rps() / b.rps.max(1e-9));
+                println!(
+                    "  ratio inferdb/redis req/s: {:.2}",
+                    rep.rps() / b.rps.max(1e-9)
+                );
             }
-            None => println!("  redis: redis-server / redis-benchmark not installed; no comparison"),
+            None => {
+                println!("  redis: redis-server / redis-benchmark not installed; no comparison")
+            }
         }
     }
     rt.block_on(server.stop())?;

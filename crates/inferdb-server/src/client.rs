@@ -32,7 +32,9 @@ pub async fn request_json(
     let json = if bytes.is_empty() {
         serde_json::Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        })
     };
     Ok((status, json))
 }
@@ -43,6 +45,17 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, serd
 }
 
 /// POST a JSON value.
-pub async fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> anyhow::Result<(u16, serde_json::Value)> {
-    request_json(addr, "POST", path, "application/json", Bytes::from(body.to_string())).await
+pub async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    request_json(
+        addr,
+        "POST",
+        path,
+        "application/json",
+        Bytes::from(body.to_string()),
+    )
+    .await
 }

@@ -102,14 +102,14 @@ impl ServeArgs {
             }
             None => FileConfig::default(),
         };
-        let data_dir = self
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .ok_or_else(|| anyhow::anyhow!("no data directory: pass --data-dir or set INFERDB_DATA_DIR"))?;
+        let data_dir = self.data_dir.clone().or(file.data_dir).ok_or_else(|| {
+            anyhow::anyhow!("no data directory: pass --data-dir or set INFERDB_DATA_DIR")
+        })?;
         let fsync = match (self.fsync, file.fsync) {
             (Some(f), _) => f,
-            (None, Some(s)) => s.parse().map_err(|e| anyhow::anyhow!("config fsync: {e}"))?,
+            (None, Some(s)) => s
+                .parse()
+                .map_err(|e| anyhow::anyhow!("config fsync: {e}"))?,
             (None, None) => FsyncPolicy::Batch,
         };
         let mut engine = EngineConfig::new(data_dir);
@@ -143,8 +143,14 @@ impl ServeArgs {
         };
         Ok(ServerConfig {
             listen,
-            max_body_bytes: self.max_body_bytes.or(file.max_body_bytes).unwrap_or(32 << 20),
-            max_keys_per_read: self.max_keys_per_read.or(file.max_keys_per_read).unwrap_or(1000),
+            max_body_bytes: self
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(32 << 20),
+            max_keys_per_read: self
+                .max_keys_per_read
+                .or(file.max_keys_per_read)
+                .unwrap_or(1000),
             worker_threads: self.worker_threads.or(file.worker_threads),
             engine,
         })
@@ -159,9 +165,16 @@ mod tests {
     fn flags_override_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("c.toml");
-        std::fs::write(&cfg, "data_dir = \"/tmp/x\"\nfsync = \"none\"\nqueue_depth = 7\nlisten = \"127.0.0.1:9\"\n")
-            .unwrap();
-        let args = ServeArgs { config: Some(cfg.clone()), queue_depth: Some(9), ..Default::default() };
+        std::fs::write(
+            &cfg,
+            "data_dir = \"/tmp/x\"\nfsync = \"none\"\nqueue_depth = 7\nlisten = \"127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(cfg.clone()),
+            queue_depth: Some(9),
+            ..Default::default()
+        };
         let r = args.resolve().unwrap();
         assert_eq!(r.engine.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(r.engine.fsync, FsyncPolicy::None);

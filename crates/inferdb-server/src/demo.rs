@@ -18,14 +18,23 @@ use std::time::Instant;
 pub fn run(size: Size, seed: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::Builder::new().prefix("inferdb-demo-").tempdir()?;
-    println!("inferdb demo — embedded server, data in {}", dir.path().display());
+    println!(
+        "inferdb demo — embedded server, data in {}",
+        dir.path().display()
+    );
     let rt = serve::runtime(None)?;
-    let server = rt.block_on(serve::start(server_config(dir.path().to_path_buf(), FsyncPolicy::Batch, None)?))?;
+    let server = rt.block_on(serve::start(server_config(
+        dir.path().to_path_buf(),
+        FsyncPolicy::Batch,
+        None,
+    )?))?;
     let addr = server.addr;
     println!("listening on http://{addr}  (spec: examples/payments/spec.toml)");
 
     let (bodies, events, bad) = workload_bodies(size, seed, 1000);
-    println!("generated the {size} reference workload: {events} card payments, {bad} deliberately bad");
+    println!(
+        "generated the {size} reference workload: {events} card payments, {bad} deliberately bad"
+    );
     let bar = ProgressBar::new(events);
     bar.set_style(
         ProgressStyle::with_template("ingest [{bar:40}] {pos}/{len} events {per_sec} ({eta})")
@@ -35,8 +44,18 @@ pub fn run(size: Size, seed: u64) -> anyhow::Result<()> {
     let t = Instant::now();
     let (mut accepted, mut rejected, mut p99) = (0u64, 0u64, 0f64);
     for chunk in bodies.chunks(20) {
-        let n: u64 = chunk.iter().map(|b| b.iter().filter(|c| **c == b'\n').count() as u64).sum();
-        let r = loadgen::post_bodies(addr, "/v1/events/transactions", "application/x-ndjson", chunk.to_vec(), 4, true)?;
+        let n: u64 = chunk
+            .iter()
+            .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
+            .sum();
+        let r = loadgen::post_bodies(
+            addr,
+            "/v1/events/transactions",
+            "application/x-ndjson",
+            chunk.to_vec(),
+            4,
+            true,
+        )?;
         anyhow::ensure!(r.errors == 0, "{} ingest requests failed", r.errors);
         for b in &r.bodies_json {
             accepted += b["accepted"].as_u64().unwrap_or(0);
@@ -74,6 +93,9 @@ pub fn run(size: Size, seed: u64) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     rt.block_on(server.stop())?;
-    println!("\ndemo finished in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "\ndemo finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

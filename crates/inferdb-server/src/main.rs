@@ -57,7 +57,10 @@ enum BenchCommand {
 
 fn init_logging(default: &str) {
     let filter = EnvFilter::try_from_env("INFERDB_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn main() -> anyhow::Result<()> {
@@ -104,7 +107,10 @@ fn main() -> anyhow::Result<()> {
                     s
                 }
             };
-            eprintln!("{} events, {} deliberately bad", summary.events, summary.bad);
+            eprintln!(
+                "{} events, {} deliberately bad",
+                summary.events, summary.bad
+            );
             Ok(())
         }
         Command::Bench(b) => {

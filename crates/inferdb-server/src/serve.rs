@@ -29,7 +29,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let router = app(
-        AppState { engine: engine.clone(), max_keys_per_read: cfg.max_keys_per_read },
+        AppState {
+            engine: engine.clone(),
+            max_keys_per_read: cfg.max_keys_per_read,
+        },
         cfg.max_body_bytes,
     );
     let (stop, stopped) = oneshot::channel::<()>();
@@ -41,7 +44,12 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
     });
     tracing::info!(%addr, "listening");
-    Ok(RunningServer { addr, engine, stop: Some(stop), task })
+    Ok(RunningServer {
+        addr,
+        engine,
+        stop: Some(stop),
+        task,
+    })
 }
 
 impl RunningServer {

@@ -664,7 +664,13 @@ mod tests {
         assert_eq!(fmt_ts(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(fmt_ts(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
         assert_eq!(fmt_ts(-1), "1969-12-31T23:59:59.999Z");
-        for ms in [0, -1, 951_782_400_000, 1_709_210_096_789, DEFAULT_START_MS + SPAN_MS - 1] {
+        for ms in [
+            0,
+            -1,
+            951_782_400_000,
+            1_709_210_096_789,
+            DEFAULT_START_MS + SPAN_MS - 1,
+        ] {
             assert_eq!(parse_ts(&fmt_ts(ms)), ms);
         }
         // Every day boundary over 3 years around the default start.
@@ -703,7 +709,13 @@ mod tests {
         let sa = write_ndjson(&cfg, &mut a).unwrap();
         let sb = write_ndjson(&cfg, &mut b).unwrap();
         assert_eq!(sa, sb);
-        assert_eq!(sa, GenSummary { events: 20_000, bad: 20 });
+        assert_eq!(
+            sa,
+            GenSummary {
+                events: 20_000,
+                bad: 20
+            }
+        );
         assert!(a == b, "same config must give byte-identical output");
         assert_eq!(a.iter().filter(|&&c| c == b'\n').count(), 20_000);
         // The iterator and write_ndjson agree.
@@ -750,8 +762,14 @@ mod tests {
             let raw = e.line.split("\"amount\":").nth(1).unwrap();
             let raw = &raw[..raw.find(',').unwrap()];
             let (int, frac) = raw.split_once('.').unwrap();
-            assert!(!int.is_empty() && int.bytes().all(|c| c.is_ascii_digit()), "{raw}");
-            assert!(frac.len() == 2 && frac.bytes().all(|c| c.is_ascii_digit()), "{raw}");
+            assert!(
+                !int.is_empty() && int.bytes().all(|c| c.is_ascii_digit()),
+                "{raw}"
+            );
+            assert!(
+                frac.len() == 2 && frac.bytes().all(|c| c.is_ascii_digit()),
+                "{raw}"
+            );
 
             assert!(categories.contains(m["category"].as_str().unwrap()));
             let country = m["country"].as_str().unwrap();
@@ -797,7 +815,12 @@ mod tests {
             let ts = parse_ts(m["ts"].as_str().unwrap());
             if ts < max {
                 late += 1;
-                assert!(max - ts < 5000, "{} ms behind the max: {}", max - ts, e.line);
+                assert!(
+                    max - ts < 5000,
+                    "{} ms behind the max: {}",
+                    max - ts,
+                    e.line
+                );
             }
             max = max.max(ts);
             min = min.min(ts);
@@ -808,7 +831,10 @@ mod tests {
         // ~5 % shifted; a shift smaller than the slot gap (864 ms here) may
         // still land after the previous event, so count loosely.
         let share = late as f64 / small().len() as f64;
-        assert!((0.035..0.055).contains(&share), "out-of-order share {share}");
+        assert!(
+            (0.035..0.055).contains(&share),
+            "out-of-order share {share}"
+        );
     }
 
     #[test]
@@ -825,10 +851,8 @@ mod tests {
             match kind {
                 BadKind::MissingField => {
                     assert_eq!(m.len(), 7, "{}", e.line);
-                    let missing: Vec<&str> = FIELDS
-                        .into_iter()
-                        .filter(|f| !m.contains_key(*f))
-                        .collect();
+                    let missing: Vec<&str> =
+                        FIELDS.into_iter().filter(|f| !m.contains_key(*f)).collect();
                     assert!(
                         missing == ["amount"] || missing == ["merchant_id"],
                         "{}",
@@ -929,6 +953,11 @@ mod tests {
     fn medium_generation_speed() {
         let t = std::time::Instant::now();
         let s = write_ndjson(&WorkloadConfig::sized(Size::Medium, 42), &mut io::sink()).unwrap();
-        eprintln!("medium: {} events ({} bad) in {:?}", s.events, s.bad, t.elapsed());
+        eprintln!(
+            "medium: {} events ({} bad) in {:?}",
+            s.events,
+            s.bad,
+            t.elapsed()
+        );
     }
 }

@@ -43,7 +43,10 @@ pub enum StorageError {
     },
     /// An earlier write or fdatasync failed, so what reached the disk is
     /// unknown; the log must be reopened (which recovers a consistent prefix).
-    #[error("write-ahead log in {} is unusable after an earlier I/O error; reopen it", dir.display())]
+    #[error(
+        "write-ahead log in {} is unusable after an earlier I/O error; reopen it",
+        dir.display()
+    )]
     Poisoned {
         /// The WAL directory.
         dir: PathBuf,

@@ -79,14 +79,7 @@ impl WalReader {
                     if let Some(expected) = self.next_seq
                         && seg.first_seq != expected
                     {
-                        return Err(StorageError::Corrupt {
-                            path: seg.path,
-                            offset: 0,
-                            reason: format!(
-                                "segment starts at seq {} but the previous segment ends before seq {expected}",
-                                seg.first_seq
-                            ),
-                        });
+                        return Err(seg.gap_error(expected));
                     }
                     self.current.insert(SegmentScanner::open(&seg)?)
                 }

@@ -32,6 +32,21 @@ pub(crate) struct SegmentFile {
     pub(crate) first_seq: u64,
 }
 
+impl SegmentFile {
+    /// The error for a segment that does not start where the previous one
+    /// ended: frames are missing (a segment file was lost or deleted).
+    pub(crate) fn gap_error(self, expected_seq: u64) -> StorageError {
+        StorageError::Corrupt {
+            reason: format!(
+                "segment starts at seq {} but the previous one ends before seq {expected_seq}",
+                self.first_seq
+            ),
+            path: self.path,
+            offset: 0,
+        }
+    }
+}
+
 /// The path of the segment whose first frame has `first_seq`.
 pub(crate) fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!(

@@ -44,8 +44,7 @@ const SEQ_DIGITS: usize = 20;
 /// (created if missing) atomically and durably, then deletes all but the two
 /// snapshots with the highest seq. Returns the snapshot's path.
 pub fn write_snapshot(dir: &Path, seq: u64, payload: &[u8]) -> Result<PathBuf, StorageError> {
-    fs::create_dir_all(dir)
-        .map_err(|e| StorageError::io("create snapshot directory", dir, e))?;
+    fs::create_dir_all(dir).map_err(|e| StorageError::io("create snapshot directory", dir, e))?;
     let path = dir.join(snapshot_name(seq));
     let tmp = dir.join(format!("{}{TMP_SUFFIX}", snapshot_name(seq)));
     if let Err(e) = write_file(&tmp, &encode_header(seq, payload), payload) {
@@ -204,7 +203,10 @@ fn read_snapshot(path: &Path, seq: u64) -> Result<Vec<u8>, StorageError> {
     }
     let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if version != SNAPSHOT_VERSION {
-        return Err(corrupt(4, format!("unsupported snapshot version {version}")));
+        return Err(corrupt(
+            4,
+            format!("unsupported snapshot version {version}"),
+        ));
     }
     let mut word = [0u8; 8];
     word.copy_from_slice(&header[8..16]);
@@ -242,8 +244,14 @@ mod tests {
     #[test]
     fn names_parse_and_tmp_files_are_not_snapshots() {
         assert_eq!(snapshot_name(7), "snap-00000000000000000007.bin");
-        assert_eq!(parse_snapshot_name("snap-00000000000000000007.bin"), Some(7));
-        assert_eq!(parse_snapshot_name("snap-00000000000000000007.bin.tmp"), None);
+        assert_eq!(
+            parse_snapshot_name("snap-00000000000000000007.bin"),
+            Some(7)
+        );
+        assert_eq!(
+            parse_snapshot_name("snap-00000000000000000007.bin.tmp"),
+            None
+        );
         assert!(is_leftover_tmp("snap-00000000000000000007.bin.tmp"));
         assert!(!is_leftover_tmp("other.tmp"));
         assert_eq!(parse_snapshot_name("snap-7.bin"), None);

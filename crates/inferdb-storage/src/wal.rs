@@ -201,14 +201,7 @@ impl Wal {
             if let Some(expected) = expected_seq
                 && seg.first_seq != expected
             {
-                return Err(StorageError::Corrupt {
-                    path: seg.path,
-                    offset: 0,
-                    reason: format!(
-                        "segment starts at seq {} but the previous segment ends before seq {expected}",
-                        seg.first_seq
-                    ),
-                });
+                return Err(seg.gap_error(expected));
             }
             let is_last = i + 1 == count;
             let mut scanner = SegmentScanner::open(&seg)?;
@@ -513,7 +506,10 @@ mod tests {
             assert_eq!(p.as_str().parse::<FsyncPolicy>().unwrap(), p);
             assert_eq!(p.to_string(), p.as_str());
         }
-        assert_eq!(" Batch ".parse::<FsyncPolicy>().unwrap(), FsyncPolicy::Batch);
+        assert_eq!(
+            " Batch ".parse::<FsyncPolicy>().unwrap(),
+            FsyncPolicy::Batch
+        );
         let err = "sometimes".parse::<FsyncPolicy>().unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("sometimes"), "{msg}");

@@ -1,0 +1,646 @@
+//! [`EntityState`]: the incremental state of one entity (key) of one view,
+//! its insertion path (writer thread) and its read-only evaluation path
+//! (reader threads). See the crate doc for the design; this module holds the
+//! position bookkeeping that makes it exact.
+//!
+//! Positions are absolute: event `i` of the buffer has position `base + i`,
+//! and `base` grows as events are evicted from the front, so a window start
+//! stays valid across evictions. An out-of-order insertion at index `p`
+//! moves every later event up by one; a window whose start lies after `p`
+//! (the event is too old for it) moves its start up by one too.
+
+use crate::error::FeatureError;
+use crate::hll::Distinct;
+use crate::minmax::MinDeque;
+use crate::moments::Moments;
+use crate::plan::{AccPlan, SlotKind, ViewPlan};
+use inferdb_types::{Agg, FieldType, Value, stable_hash};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::mem::size_of;
+
+/// A `Num` slot's null: a NaN payload (values are never NaN).
+pub(crate) const NULL_BITS: u64 = 0x7FF8_0000_0000_0BAD;
+/// Bit 0 of a `Hash` slot: this event is the last occurrence of its hash.
+const FLAG: u64 = 1;
+/// A `Hash` slot's null (real hashes are remapped away from 0).
+const NULL_HASH: u64 = 0;
+
+static NULL: Value = Value::Null;
+
+/// Hasher for keys that already are uniform 64-bit hashes. Bit 0 of our
+/// keys is always clear (it is the flag's place), so high bits are folded
+/// into the low ones that pick the bucket.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x;
+    }
+}
+
+/// Hash (flag cleared) → absolute position of its last occurrence in the buffer.
+type PosMap = HashMap<u64, u64, BuildHasherDefault<KeyHasher>>;
+
+/// The retained events, sorted by (ts, insertion order), as flat columns.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Buffer {
+    /// Absolute position of index 0.
+    base: u64,
+    ts: VecDeque<i64>,
+    /// One column per [`crate::plan::SlotPlan`].
+    cols: Vec<VecDeque<u64>>,
+    /// Per slot: the last-occurrence index (empty unless the slot is `distinct`).
+    last_pos: Vec<PosMap>,
+}
+
+/// The additive accumulators of one (window, field): what an event adds on
+/// insertion and subtracts on expiry.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Counts {
+    nonnull: u64,
+    moments: Moments,
+    /// Windowed: number of last-occurrence flags in the window = distinct
+    /// hashes in it. Unwindowed: the sketch's estimate (evaluation only).
+    distinct: u64,
+}
+
+/// The accumulators of one (window, field).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AccState {
+    counts: Counts,
+    min: MinDeque,
+    /// Minimum of the negated values.
+    max: MinDeque,
+}
+
+/// One window: where it starts in the buffer and its accumulators.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct WindowState {
+    /// Absolute position of its first event (all later events are in it).
+    start: u64,
+    accs: Vec<AccState>,
+}
+
+/// The accumulators of one unwindowed field.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct UnwAcc {
+    nonnull: u64,
+    moments: Moments,
+    min: Option<f64>,
+    max: Option<f64>,
+    distinct: Distinct,
+}
+
+/// What an evaluation reads from one accumulator, after discounting the
+/// events that expired between the frontier and the evaluation time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Summary {
+    counts: Counts,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+/// The state of one entity of one view. Built by [`EntityState::new`] from
+/// the view's [`ViewPlan`], which every other call must be given too.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntityState {
+    /// Fingerprint of the plan layout it was built for.
+    shape: u64,
+    /// The watermark of the last insert/advance: evaluations at `t >=
+    /// frontier` only; events no such evaluation can see are evicted.
+    frontier: i64,
+    /// Events inserted, ever.
+    total: u64,
+    /// Largest event ts inserted.
+    latest: Option<i64>,
+    buf: Buffer,
+    windows: Vec<WindowState>,
+    accs: Vec<UnwAcc>,
+    /// Per `last` field: `(ts, value bits)` of the latest non-null value.
+    lasts: Vec<Option<(i64, u64)>>,
+}
+
+impl EntityState {
+    /// An empty state for an entity of `plan`'s view.
+    pub fn new(plan: &ViewPlan) -> EntityState {
+        EntityState {
+            shape: plan.shape,
+            frontier: i64::MIN,
+            total: 0,
+            latest: None,
+            buf: Buffer {
+                base: 0,
+                ts: VecDeque::new(),
+                cols: vec![VecDeque::new(); plan.slots.len()],
+                last_pos: vec![PosMap::default(); plan.slots.len()],
+            },
+            windows: plan
+                .windows
+                .iter()
+                .map(|w| WindowState { start: 0, accs: vec![AccState::default(); w.accs.len()] })
+                .collect(),
+            accs: vec![UnwAcc::default(); plan.accs.len()],
+            lasts: vec![None; plan.lasts.len()],
+        }
+    }
+
+    /// Advances the frontier to `watermark` (evicting what no evaluation at
+    /// `t >= watermark` can see), then adds the event. `row` is the full
+    /// stream row; `ts` its event time (epoch ms).
+    ///
+    /// The caller guarantees `ts <= watermark`, a watermark that never
+    /// decreases, and no events beyond the stream's lateness; `ts` may be
+    /// smaller than earlier events'. An event older than a window at the
+    /// frontier (`ts <= watermark − W`) is not counted in that window.
+    pub fn insert(&mut self, plan: &ViewPlan, ts: i64, row: &[Value], watermark: i64) {
+        if self.shape != plan.shape {
+            debug_assert!(false, "entity state does not match the view plan");
+            return;
+        }
+        debug_assert!(ts <= watermark, "event at {ts} is after the watermark {watermark}");
+        self.advance_to(plan, watermark);
+        self.total += 1;
+        if self.latest.is_none_or(|l| ts > l) {
+            self.latest = Some(ts);
+        }
+        for (last, lp) in self.lasts.iter_mut().zip(&plan.lasts) {
+            if let Some(bits) = last_bits(lp.ty, field(row, lp.field))
+                && last.is_none_or(|(lts, _)| ts >= lts)
+            {
+                *last = Some((ts, bits));
+            }
+        }
+        for (acc, ap) in self.accs.iter_mut().zip(&plan.accs) {
+            acc.add(ap, field(row, ap.field));
+        }
+        if let Some(longest) = plan.longest_ms
+            && self.frontier.checked_sub(longest).is_none_or(|cut| ts > cut)
+        {
+            self.insert_buffered(plan, ts, row);
+        }
+    }
+
+    /// Advances the frontier to `watermark` without an event (housekeeping:
+    /// frees the memory of expired events and makes later reads cheaper).
+    pub fn advance(&mut self, plan: &ViewPlan, watermark: i64) {
+        if self.shape == plan.shape {
+            self.advance_to(plan, watermark);
+        }
+    }
+
+    /// Evaluates every feature at `t`, appending `plan.len()` values to `out`
+    /// in view order. Read-only: events that expired between the frontier
+    /// and `t` are discounted on the fly.
+    pub fn eval(&self, plan: &ViewPlan, t: i64, out: &mut Vec<Value>) -> Result<(), FeatureError> {
+        if self.shape != plan.shape {
+            return Err(FeatureError::PlanMismatch);
+        }
+        if t < self.frontier {
+            return Err(FeatureError::BeforeFrontier { t, frontier: self.frontier });
+        }
+        let first = out.len();
+        out.resize(first + plan.len(), Value::Null);
+        let out = &mut out[first..];
+        let buf = &self.buf;
+        let len = buf.ts.len();
+
+        for (w, wp) in self.windows.iter().zip(&plan.windows) {
+            let cut = t.checked_sub(wp.len_ms);
+            let lo = (w.start - buf.base) as usize;
+            let new_lo = match cut {
+                Some(c) if lo < len && buf.ts[lo] <= c => first_after(&buf.ts, lo, c),
+                _ => lo,
+            };
+            let count = (len - new_lo) as i64;
+            for &f in &wp.counts {
+                out[f] = Value::Int(count);
+            }
+            for (acc, ap) in w.accs.iter().zip(&wp.accs) {
+                let mut s = Summary {
+                    counts: acc.counts,
+                    min: if ap.min { acc.min.min_after(cut) } else { None },
+                    max: if ap.max { acc.max.min_after(cut).map(|v| -v) } else { None },
+                };
+                if new_lo > lo {
+                    // Walk the shorter side: subtract the expired events, or
+                    // add up the remaining ones from scratch.
+                    if new_lo - lo <= len - new_lo {
+                        for i in lo..new_lo {
+                            s.counts.remove(ap, buf, i);
+                        }
+                    } else {
+                        s.counts = Counts::default();
+                        for i in new_lo..len {
+                            s.counts.add(ap, buf, i);
+                        }
+                    }
+                }
+                s.write(&ap.outputs, out);
+            }
+        }
+
+        for &f in &plan.counts {
+            out[f] = Value::Int(self.total as i64);
+        }
+        for (acc, ap) in self.accs.iter().zip(&plan.accs) {
+            let s = Summary {
+                counts: Counts {
+                    nonnull: acc.nonnull,
+                    moments: acc.moments,
+                    distinct: if ap.distinct { acc.distinct.estimate() } else { 0 },
+                },
+                min: acc.min,
+                max: acc.max,
+            };
+            s.write(&ap.outputs, out);
+        }
+        for (last, lp) in self.lasts.iter().zip(&plan.lasts) {
+            for &(f, window) in &lp.outputs {
+                out[f] = match *last {
+                    Some((ts, bits)) if visible(ts, t, window) => last_value(lp.ty, bits),
+                    _ => Value::Null,
+                };
+            }
+        }
+        for &(f, window) in &plan.since {
+            out[f] = match self.latest {
+                Some(ts) if visible(ts, t, window) => {
+                    Value::Float(t.saturating_sub(ts) as f64 / 1000.0)
+                }
+                _ => Value::Null,
+            };
+        }
+        Ok(())
+    }
+
+    /// The largest event ts inserted.
+    pub fn latest_ts(&self) -> Option<i64> {
+        self.latest
+    }
+
+    /// The frontier: evaluations before it are refused.
+    pub fn frontier(&self) -> i64 {
+        self.frontier
+    }
+
+    /// Estimated bytes held (inline and heap), for memory accounting.
+    pub fn approx_bytes(&self) -> usize {
+        let b = &self.buf;
+        let mut n = size_of::<Self>()
+            + b.ts.capacity() * size_of::<i64>()
+            + b.cols.capacity() * size_of::<VecDeque<u64>>()
+            + b.last_pos.capacity() * size_of::<PosMap>()
+            + self.windows.capacity() * size_of::<WindowState>()
+            + self.accs.capacity() * size_of::<UnwAcc>()
+            + self.lasts.capacity() * size_of::<Option<(i64, u64)>>();
+        n += b.cols.iter().map(|c| c.capacity() * size_of::<u64>()).sum::<usize>();
+        // hashbrown: buckets of (key, value) plus one control byte, ~8/7 of capacity.
+        n += b.last_pos.iter().map(|m| m.capacity() * 8 / 7 * 17).sum::<usize>();
+        for w in &self.windows {
+            n += w.accs.capacity() * size_of::<AccState>();
+            n += w.accs.iter().map(|a| a.min.heap_bytes() + a.max.heap_bytes()).sum::<usize>();
+        }
+        n += self.accs.iter().map(|a| a.distinct.heap_bytes()).sum::<usize>();
+        n
+    }
+
+    /// Moves the frontier to `watermark`: each window's start passes the
+    /// events at or before `watermark − W` (subtracting them), then the
+    /// events before every window are evicted.
+    fn advance_to(&mut self, plan: &ViewPlan, watermark: i64) {
+        if watermark <= self.frontier {
+            return;
+        }
+        self.frontier = watermark;
+        if plan.longest_ms.is_none() {
+            return;
+        }
+        let buf = &mut self.buf;
+        let len = buf.ts.len();
+        for (w, wp) in self.windows.iter_mut().zip(&plan.windows) {
+            let Some(cut) = watermark.checked_sub(wp.len_ms) else { continue };
+            let mut i = (w.start - buf.base) as usize;
+            while i < len && buf.ts[i] <= cut {
+                for (acc, ap) in w.accs.iter_mut().zip(&wp.accs) {
+                    acc.counts.remove(ap, buf, i);
+                }
+                i += 1;
+            }
+            w.start = buf.base + i as u64;
+            for (acc, ap) in w.accs.iter_mut().zip(&wp.accs) {
+                if ap.min {
+                    acc.min.expire(cut);
+                }
+                if ap.max {
+                    acc.max.expire(cut);
+                }
+            }
+        }
+        let keep = self.windows.iter().map(|w| w.start).min().unwrap_or(buf.base + len as u64);
+        let evict = (keep - buf.base) as usize;
+        if evict == 0 {
+            return;
+        }
+        for _ in 0..evict {
+            buf.ts.pop_front();
+            for (s, sp) in plan.slots.iter().enumerate() {
+                if let Some(v) = buf.cols[s].pop_front()
+                    && sp.distinct
+                    && v & FLAG != 0
+                {
+                    buf.last_pos[s].remove(&(v & !FLAG));
+                }
+            }
+        }
+        buf.base += evict as u64;
+        let cap = buf.ts.capacity();
+        if cap > 64 && buf.ts.len() * 4 < cap {
+            let to = buf.ts.len() * 2;
+            buf.ts.shrink_to(to);
+            for c in &mut buf.cols {
+                c.shrink_to(to);
+            }
+        }
+        for m in &mut buf.last_pos {
+            if m.capacity() > 64 && m.len() * 4 < m.capacity() {
+                m.shrink_to(m.len() * 2);
+            }
+        }
+    }
+
+    /// Inserts an event that at least the longest window still holds.
+    fn insert_buffered(&mut self, plan: &ViewPlan, ts: i64, row: &[Value]) {
+        let EntityState { buf, windows, frontier, .. } = self;
+        let len = buf.ts.len();
+        let p = match buf.ts.back() {
+            Some(&back) if back > ts => buf.ts.partition_point(|&x| x <= ts),
+            _ => len,
+        };
+        if p < len {
+            // The events at and after `p` move up by one position.
+            for (s, sp) in plan.slots.iter().enumerate() {
+                if !sp.distinct {
+                    continue;
+                }
+                let (col, map) = (&buf.cols[s], &mut buf.last_pos[s]);
+                for i in p..len {
+                    let v = col[i];
+                    if v & FLAG != 0
+                        && let Some(q) = map.get_mut(&(v & !FLAG))
+                    {
+                        *q += 1;
+                    }
+                }
+            }
+        }
+        buf.ts.insert(p, ts);
+        for (col, sp) in buf.cols.iter_mut().zip(&plan.slots) {
+            col.insert(p, encode(sp.kind, field(row, sp.field)));
+        }
+        let pos = buf.base + p as u64;
+
+        for (w, wp) in windows.iter_mut().zip(&plan.windows) {
+            let in_window = frontier.checked_sub(wp.len_ms).is_none_or(|cut| ts > cut);
+            if !in_window {
+                // Too old for this window: it lands before the window's start.
+                w.start += 1;
+                continue;
+            }
+            for (acc, ap) in w.accs.iter_mut().zip(&wp.accs) {
+                let (ps, kind) = ap.presence;
+                if is_null(kind, buf.cols[ps][p]) {
+                    continue;
+                }
+                acc.counts.nonnull += 1;
+                if let Some(vs) = ap.value_slot {
+                    let x = f64::from_bits(buf.cols[vs][p]);
+                    if ap.moments {
+                        acc.counts.moments.add(x);
+                    }
+                    if ap.min {
+                        acc.min.insert(ts, x);
+                    }
+                    if ap.max {
+                        acc.max.insert(ts, -x);
+                    }
+                }
+            }
+        }
+
+        // Last-occurrence index and per-window distinct counts. A window
+        // holds the event iff its start is at or before `pos`.
+        for (s, sp) in plan.slots.iter().enumerate() {
+            if !sp.distinct {
+                continue;
+            }
+            let h = buf.cols[s][p];
+            if h == NULL_HASH {
+                continue;
+            }
+            let prev = match buf.last_pos[s].get_mut(&h) {
+                // A later occurrence stays the last one: no count changes.
+                Some(q) if *q > pos => continue,
+                Some(q) => Some(std::mem::replace(q, pos)),
+                None => {
+                    buf.last_pos[s].insert(h, pos);
+                    None
+                }
+            };
+            buf.cols[s][p] |= FLAG;
+            if let Some(q) = prev {
+                buf.cols[s][(q - buf.base) as usize] &= !FLAG;
+            }
+            for (w, wp) in windows.iter_mut().zip(&plan.windows) {
+                // New to the window unless its previous last occurrence is in it.
+                if pos < w.start || prev.is_some_and(|q| q >= w.start) {
+                    continue;
+                }
+                for (acc, ap) in w.accs.iter_mut().zip(&wp.accs) {
+                    if ap.distinct && ap.hash_slot == Some(s) {
+                        acc.counts.distinct += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Counts {
+    /// Counts the event at buffer index `i`.
+    #[inline]
+    fn add(&mut self, ap: &AccPlan, buf: &Buffer, i: usize) {
+        let (ps, kind) = ap.presence;
+        if is_null(kind, buf.cols[ps][i]) {
+            return;
+        }
+        self.nonnull += 1;
+        if ap.moments
+            && let Some(vs) = ap.value_slot
+        {
+            self.moments.add(f64::from_bits(buf.cols[vs][i]));
+        }
+        if ap.distinct
+            && let Some(hs) = ap.hash_slot
+            && buf.cols[hs][i] & FLAG != 0
+        {
+            self.distinct += 1;
+        }
+    }
+
+    /// Subtracts the event at buffer index `i` (it left the window).
+    #[inline]
+    fn remove(&mut self, ap: &AccPlan, buf: &Buffer, i: usize) {
+        let (ps, kind) = ap.presence;
+        if is_null(kind, buf.cols[ps][i]) {
+            return;
+        }
+        self.nonnull -= 1;
+        if ap.moments
+            && let Some(vs) = ap.value_slot
+        {
+            self.moments.remove(f64::from_bits(buf.cols[vs][i]));
+        }
+        if ap.distinct
+            && let Some(hs) = ap.hash_slot
+            && buf.cols[hs][i] & FLAG != 0
+        {
+            self.distinct -= 1;
+        }
+    }
+}
+
+impl Summary {
+    /// Writes the value of every feature read from this accumulator.
+    fn write(&self, outputs: &[(usize, Agg)], out: &mut [Value]) {
+        let m = &self.counts.moments;
+        for &(f, agg) in outputs {
+            out[f] = match agg {
+                Agg::Count => Value::Int(self.counts.nonnull as i64),
+                Agg::Sum => Value::Float(m.sum()),
+                Agg::Avg if m.count() > 0 => Value::Float(m.mean()),
+                Agg::Stddev if m.count() > 0 => {
+                    // Popoviciu: var <= (range / 2)^2, so equal values give exactly 0.
+                    let half_range = match (self.min, self.max) {
+                        (Some(lo), Some(hi)) => (hi - lo) / 2.0,
+                        _ => f64::INFINITY,
+                    };
+                    Value::Float(m.variance().sqrt().min(half_range))
+                }
+                Agg::Min => self.min.map_or(Value::Null, Value::Float),
+                Agg::Max => self.max.map_or(Value::Null, Value::Float),
+                Agg::ApproxDistinct => Value::Int(self.counts.distinct as i64),
+                Agg::Avg | Agg::Stddev | Agg::Last | Agg::SecondsSinceLast => Value::Null,
+            };
+        }
+    }
+}
+
+impl UnwAcc {
+    fn add(&mut self, ap: &AccPlan, v: &Value) {
+        if v.is_null() {
+            return;
+        }
+        self.nonnull += 1;
+        if ap.distinct {
+            self.distinct.insert(stable_hash(v));
+        }
+        if let Some(x) = v.as_f64().filter(|x| !x.is_nan()) {
+            if ap.moments {
+                self.moments.add(x);
+            }
+            if ap.min {
+                self.min = Some(self.min.map_or(x, |m| m.min(x)));
+            }
+            if ap.max {
+                self.max = Some(self.max.map_or(x, |m| m.max(x)));
+            }
+        }
+    }
+}
+
+#[inline]
+fn field(row: &[Value], i: usize) -> &Value {
+    row.get(i).unwrap_or(&NULL)
+}
+
+/// Whether an event at `ts` is in `window` at time `t` (given `ts <= t`).
+#[inline]
+fn visible(ts: i64, t: i64, window: Option<i64>) -> bool {
+    window.is_none_or(|w| t.checked_sub(w).is_none_or(|cut| ts > cut))
+}
+
+/// The first index `>= lo` whose ts is after `cut` (ts are sorted).
+fn first_after(ts: &VecDeque<i64>, lo: usize, cut: i64) -> usize {
+    let (a, b) = ts.as_slices();
+    if lo < a.len() {
+        let k = lo + a[lo..].partition_point(|&x| x <= cut);
+        if k < a.len() {
+            return k;
+        }
+        a.len() + b.partition_point(|&x| x <= cut)
+    } else {
+        let j = lo - a.len();
+        a.len() + j + b[j..].partition_point(|&x| x <= cut)
+    }
+}
+
+#[inline]
+fn encode(kind: SlotKind, v: &Value) -> u64 {
+    match kind {
+        SlotKind::Num => match v.as_f64() {
+            Some(x) if !x.is_nan() => x.to_bits(),
+            _ => NULL_BITS,
+        },
+        SlotKind::Hash => {
+            if v.is_null() {
+                return NULL_HASH;
+            }
+            match stable_hash(v) & !FLAG {
+                NULL_HASH => 2,
+                h => h,
+            }
+        }
+    }
+}
+
+#[inline]
+fn is_null(kind: SlotKind, bits: u64) -> bool {
+    match kind {
+        SlotKind::Num => bits == NULL_BITS,
+        SlotKind::Hash => bits == NULL_HASH,
+    }
+}
+
+/// The bits `last` keeps for a value of a field of type `ty` (None: null).
+fn last_bits(ty: FieldType, v: &Value) -> Option<u64> {
+    Some(match (ty, v) {
+        (_, Value::Null | Value::Str(_)) | (FieldType::String, _) => return None,
+        (FieldType::Int | FieldType::Timestamp, Value::Int(i) | Value::Ts(i)) => *i as u64,
+        (FieldType::Int | FieldType::Timestamp, v) => v.as_f64()? as i64 as u64,
+        (FieldType::Bool, Value::Bool(b)) => u64::from(*b),
+        (FieldType::Bool, v) => u64::from(v.as_f64()? != 0.0),
+        (FieldType::Float, v) => v.as_f64()?.to_bits(),
+    })
+}
+
+fn last_value(ty: FieldType, bits: u64) -> Value {
+    match ty {
+        FieldType::Int => Value::Int(bits as i64),
+        FieldType::Timestamp => Value::Ts(bits as i64),
+        FieldType::Bool => Value::Bool(bits != 0),
+        FieldType::Float | FieldType::String => Value::Float(f64::from_bits(bits)),
+    }
+}
