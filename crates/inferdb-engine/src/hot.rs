@@ -7,6 +7,7 @@
 //! (a FIFO of record ids). Dropped records are still in the log. One shard
 //! is owned by the writer thread for changes; readers take its lock briefly.
 
+use crate::state::key_string;
 use inferdb_types::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -36,6 +37,7 @@ pub struct HotShard {
     fifo: VecDeque<(Arc<str>, u64)>,
     next_rid: u64,
     bytes: usize,
+    records: usize,
 }
 
 /// The serialized form of a shard.
@@ -46,21 +48,30 @@ pub struct HotShardSnap {
 }
 
 impl HotShard {
-    /// Adds a record for `key`, then enforces both bounds.
-    pub fn push(&mut self, key: &str, ts: i64, row: Box<[Value]>, per_entity: usize, budget: usize) {
+    /// Adds a record keyed by its field `key_field`, then enforces both bounds.
+    pub fn push(&mut self, key_field: usize, ts: i64, row: Box<[Value]>, per_entity: usize, budget: usize) {
         let rid = self.next_rid;
-        self.next_rid += 1;
         let rec = HotRecord { rid, ts, row };
-        self.bytes += rec.bytes();
-        let k: Arc<str> = match self.entities.get_key_value(key) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(key),
+        let k: Arc<str> = {
+            let Some(key) = rec.row.get(key_field).and_then(key_string) else { return };
+            match self.entities.get_key_value(key.as_ref()) {
+                Some((k, _)) => k.clone(),
+                None => {
+                    let k: Arc<str> = Arc::from(key.as_ref());
+                    self.entities.insert(k.clone(), VecDeque::new());
+                    k
+                }
+            }
         };
-        let q = self.entities.entry(k.clone()).or_default();
+        self.next_rid += 1;
+        self.bytes += rec.bytes();
+        let Some(q) = self.entities.get_mut(&k) else { return };
         q.push_back(rec);
+        self.records += 1;
         while q.len() > per_entity.max(1) {
             if let Some(old) = q.pop_front() {
                 self.bytes -= old.bytes();
+                self.records -= 1;
             }
         }
         self.fifo.push_back((k, rid));
@@ -70,7 +81,7 @@ impl HotShard {
         }
         // Ids of records already dropped by the per-entity cap pile up in
         // the FIFO; compact when they outnumber the live records.
-        if self.fifo.len() > 1024 && self.fifo.len() > 2 * self.len() {
+        if self.fifo.len() > 1024 && self.fifo.len() > 2 * self.records {
             let entities = &self.entities;
             self.fifo.retain(|(k, rid)| {
                 entities.get(k).and_then(|q| q.front()).is_some_and(|f| f.rid <= *rid)
@@ -84,6 +95,7 @@ impl HotShard {
             && let Some(old) = q.pop_front()
         {
             self.bytes -= old.bytes();
+            self.records -= 1;
         }
         if q.is_empty() {
             self.entities.remove(key);
@@ -92,7 +104,7 @@ impl HotShard {
 
     /// Number of records held.
     pub fn len(&self) -> usize {
-        self.entities.values().map(VecDeque::len).sum()
+        self.records
     }
 
     /// Whether the shard holds no records.
@@ -134,6 +146,7 @@ impl HotShard {
             let k: Arc<str> = Arc::from(k.as_str());
             for r in &recs {
                 shard.bytes += r.bytes();
+                shard.records += 1;
                 order.push((r.rid, k.clone()));
             }
             shard.entities.insert(k, recs.into());
@@ -148,8 +161,8 @@ impl HotShard {
 mod tests {
     use super::*;
 
-    fn row(i: i64) -> Box<[Value]> {
-        vec![Value::Int(i), Value::Str("x".repeat(10).into())].into_boxed_slice()
+    fn row_for(key: &str, i: i64) -> Box<[Value]> {
+        vec![Value::Int(i), Value::Str("x".repeat(10).into()), Value::Str(key.into())].into_boxed_slice()
     }
 
     #[test]
@@ -158,7 +171,7 @@ mod tests {
         for i in 0..10 {
             // out of order in event time: 3 arrives after 4
             let ts = if i == 3 { 5 } else { i };
-            s.push("a", ts, row(i), 4, usize::MAX);
+            s.push(2, ts, row_for("a", i), 4, usize::MAX);
         }
         let r = s.recent("a", 10);
         assert_eq!(r.iter().map(|r| r.ts).collect::<Vec<_>>(), vec![9, 8, 7, 6]);
@@ -169,9 +182,9 @@ mod tests {
     #[test]
     fn memory_budget_drops_oldest_arrivals_across_entities() {
         let mut s = HotShard::default();
-        let one = HotRecord { rid: 0, ts: 0, row: row(0) }.bytes();
+        let one = HotRecord { rid: 0, ts: 0, row: row_for("a", 0) }.bytes();
         for i in 0..100 {
-            s.push(if i % 2 == 0 { "a" } else { "b" }, i, row(i), 1000, one * 10);
+            s.push(2, i, row_for(if i % 2 == 0 { "a" } else { "b" }, i), 1000, one * 10);
         }
         assert!(s.bytes() <= one * 10);
         assert_eq!(s.len(), 10);
@@ -185,7 +198,7 @@ mod tests {
     fn fifo_stays_bounded_under_the_per_entity_cap() {
         let mut s = HotShard::default();
         for i in 0..100_000 {
-            s.push("hot", i, row(i), 10, usize::MAX);
+            s.push(2, i, row_for("hot", i), 10, usize::MAX);
         }
         assert_eq!(s.len(), 10);
         assert!(s.fifo.len() <= 2048, "fifo grew to {}", s.fifo.len());
@@ -195,7 +208,7 @@ mod tests {
     fn snapshot_round_trip_keeps_order_and_bytes() {
         let mut s = HotShard::default();
         for i in 0..50 {
-            s.push(&format!("k{}", i % 7), i, row(i), 5, usize::MAX);
+            s.push(2, i, row_for(&format!("k{}", i % 7), i), 5, usize::MAX);
         }
         let t = HotShard::from_snap(s.snap());
         assert_eq!(t.bytes(), s.bytes());

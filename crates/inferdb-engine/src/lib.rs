@@ -29,13 +29,13 @@ pub use writer::BatchAck;
 
 use crate::state::{NO_WATERMARK, OnlineState, StateLimits};
 use crate::writer::{Command, PendingBatch, Writer};
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 use inferdb_storage::{Wal, WalOptions, WalReader, read_latest_snapshot};
 use inferdb_types::{Catalog, Spec, Timestamp, Value};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -135,6 +135,11 @@ struct Inner {
     writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     applied_seq: Arc<AtomicU64>,
     failed: Arc<AtomicBool>,
+    /// Batches admitted and not yet acknowledged.
+    queued: Arc<AtomicUsize>,
+    queue_depth: usize,
+    /// Next ticket: the order in which batches are logged.
+    tickets: AtomicU64,
     recovery: RecoveryInfo,
     data_dir: PathBuf,
 }
@@ -230,7 +235,10 @@ impl Engine {
         let state = Arc::new(state);
         let applied_seq = Arc::new(AtomicU64::new(last));
         let failed = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = crossbeam_channel::bounded(cfg.queue_depth.max(1));
+        // Unbounded channel, bounded by admission (`queued`): a Skip for a
+        // failed request must never be refused.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let queued = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
             catalog: catalog.clone(),
             state: state.clone(),
@@ -241,6 +249,7 @@ impl Engine {
             max_group: cfg.max_group.max(1),
             applied_seq: applied_seq.clone(),
             failed: failed.clone(),
+            queued: queued.clone(),
             lock,
         };
         let handle = std::thread::Builder::new()
@@ -255,6 +264,9 @@ impl Engine {
                 writer: parking_lot::Mutex::new(Some(handle)),
                 applied_seq,
                 failed,
+                queued,
+                queue_depth: cfg.queue_depth.max(1),
+                tickets: AtomicU64::new(0),
                 recovery,
                 data_dir: cfg.data_dir,
             }),
@@ -294,10 +306,19 @@ impl Engine {
     /// is durable and applied. CPU-bound: decode happens on the caller's thread.
     pub fn submit(&self, stream: &str, body: &[u8], format: BodyFormat) -> Result<Submitted, EngineError> {
         let si = self.stream_index(stream)?;
-        if self.inner.failed.load(Ordering::Acquire) {
+        let inner = &*self.inner;
+        if inner.failed.load(Ordering::Acquire) {
             return Err(EngineError::Unavailable("an earlier WAL write failed; restart the server".into()));
         }
-        let parsed = parse::parse_batch(&self.inner.catalog.streams[si], body, format)
+        // Admission first (fail fast when the writer is behind), then the
+        // ticket that fixes this batch's place in the log.
+        if inner.queued.fetch_add(1, Ordering::AcqRel) >= inner.queue_depth {
+            inner.queued.fetch_sub(1, Ordering::AcqRel);
+            ::metrics::counter!(metrics::INGEST_OVERLOADED_TOTAL).increment(1);
+            return Err(EngineError::Overloaded);
+        }
+        let mut ticket = Ticket { inner, n: inner.tickets.fetch_add(1, Ordering::AcqRel), live: true };
+        let parsed = parse::parse_batch(&inner.catalog.streams[si], body, format)
             .map_err(|e| EngineError::InvalidInput(e.0))?;
         let received_ms = now_ms();
         let dead: Vec<DeadLetter> = parsed
@@ -314,18 +335,13 @@ impl Engine {
         let accepted = parsed.rows.len();
         let rejected: Vec<Rejection> = parsed.rejected.into_iter().map(|(r, _)| r).collect();
         let payload = frame::encode(stream, received_ms, &parsed.rows, &dead);
-        drop(parsed.rows);
+        let batch = frame::BatchFrame { stream: stream.to_string(), received_ms, rows: parsed.rows, dead };
         let (ack_tx, ack_rx) = oneshot::channel();
-        let cmd = Command::Batch(PendingBatch { stream: si, payload, enqueued: Instant::now(), ack: ack_tx });
-        match self.inner.tx.try_send(cmd) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                ::metrics::counter!(metrics::INGEST_OVERLOADED_TOTAL).increment(1);
-                return Err(EngineError::Overloaded);
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(EngineError::Unavailable("the engine is shutting down".into()));
-            }
+        let pending = PendingBatch { stream: si, payload, batch, enqueued: Instant::now(), ack: ack_tx };
+        ticket.live = false;
+        if inner.tx.send(Command::Batch(ticket.n, Box::new(pending))).is_err() {
+            inner.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::Unavailable("the engine is shutting down".into()));
         }
         ::metrics::counter!(metrics::INGEST_BATCHES_TOTAL, "stream" => stream.to_string()).increment(1);
         Ok(Submitted { rx: ack_rx, outcome: IngestOutcome { accepted, rejected } })
@@ -488,6 +504,23 @@ impl Engine {
         }
         if let Some(h) = self.inner.writer.lock().take() {
             let _ = h.join();
+        }
+    }
+}
+
+/// A batch's place in the log, released with a `Skip` if the request
+/// fails before it becomes a batch (decode error, panic).
+struct Ticket<'a> {
+    inner: &'a Inner,
+    n: u64,
+    live: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.live {
+            self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+            let _ = self.inner.tx.send(Command::Skip(self.n));
         }
     }
 }

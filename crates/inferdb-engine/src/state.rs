@@ -160,11 +160,10 @@ impl OnlineState {
                     }
                 }
             }
-            if let Some(key) = key_string(&row[stream.key]) {
-                let key = key.into_owned();
-                let mut hot = st.hot[shard_of(&key, n)].lock();
+            if let Some(shard) = key_string(&row[stream.key]).map(|k| shard_of(&k, n)) {
+                let mut hot = st.hot[shard].lock();
                 hot.push(
-                    &key,
+                    stream.key,
                     ts,
                     row.into_boxed_slice(),
                     self.limits.hot_records_per_entity,

@@ -1,8 +1,14 @@
 //! The WAL writer thread: the single owner of the log and the only thread
 //! that changes online state.
 //!
-//! It blocks on a bounded queue of batches, then drains whatever else is
-//! queued (group commit): appends one frame per batch, makes the group
+//! Batches arrive with a ticket taken when their request body had been
+//! read, before decoding; decoding runs in parallel on the callers'
+//! threads, and the writer puts the batches back in ticket order (a
+//! request that fails to decode sends a `Skip` for its ticket). So batches
+//! are logged in the order their bodies arrived, whatever the decode times:
+//! a source that sends in event-time order stays in order, which is what
+//! the stream's lateness rule judges. The writer blocks on the queue, then
+//! drains whatever else is ready (group commit): appends one frame per batch, makes the group
 //! durable as the fsync policy says (`always`: fsync after each frame;
 //! `batch`: one fsync for the group; `none`: hand to the OS), applies the
 //! batches to online state in log order, and only then acknowledges each
@@ -12,7 +18,7 @@
 //! longer be trusted, and only a restart (which replays the log) is safe.
 
 use crate::error::EngineError;
-use crate::frame::{self, KIND_BATCH};
+use crate::frame::{BatchFrame, KIND_BATCH};
 use crate::metrics as m;
 use crate::state::OnlineState;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -20,7 +26,8 @@ use inferdb_storage::{FsyncPolicy, Wal, write_snapshot};
 use inferdb_types::Catalog;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -31,18 +38,22 @@ pub struct BatchAck {
     pub seq: u64,
 }
 
-/// A batch on its way to the log.
+/// A batch on its way to the log: its encoded frame, and the decoded rows
+/// that are applied once the frame is durable.
 pub struct PendingBatch {
     pub(crate) stream: usize,
     pub(crate) payload: Vec<u8>,
+    pub(crate) batch: BatchFrame,
     pub(crate) enqueued: Instant,
     pub(crate) ack: oneshot::Sender<Result<BatchAck, EngineError>>,
 }
 
 /// Commands to the writer.
 pub enum Command {
-    /// Log, apply and acknowledge a batch.
-    Batch(PendingBatch),
+    /// Log, apply and acknowledge a batch, in ticket order.
+    Batch(u64, Box<PendingBatch>),
+    /// The request holding this ticket failed before it became a batch.
+    Skip(u64),
     /// Take a snapshot now; answers its sequence number.
     Snapshot(oneshot::Sender<Result<u64, EngineError>>),
     /// Sync, snapshot and stop.
@@ -61,18 +72,49 @@ pub(crate) struct Writer {
     pub max_group: usize,
     pub applied_seq: Arc<AtomicU64>,
     pub failed: Arc<AtomicBool>,
+    /// Batches admitted and not yet acknowledged (the queue's bound).
+    pub queued: Arc<AtomicUsize>,
     /// Held while the writer runs: one process per data directory.
     pub lock: std::fs::File,
+}
+
+/// Puts ticketed batches back in order.
+#[derive(Default)]
+struct Sequencer {
+    next: u64,
+    waiting: BTreeMap<u64, Option<Box<PendingBatch>>>,
+}
+
+impl Sequencer {
+    fn put(&mut self, ticket: u64, b: Option<Box<PendingBatch>>) {
+        self.waiting.insert(ticket, b);
+    }
+
+    /// Moves the batches whose turn has come into `group`.
+    fn release(&mut self, group: &mut Vec<Box<PendingBatch>>, max: usize) {
+        while group.len() < max {
+            match self.waiting.first_key_value() {
+                Some((&t, _)) if t == self.next => {}
+                _ => break,
+            }
+            self.next += 1;
+            if let Some(Some(b)) = self.waiting.pop_first().map(|(_, b)| b) {
+                group.push(b);
+            }
+        }
+    }
 }
 
 impl Writer {
     pub fn run(mut self, rx: Receiver<Command>) {
         let mut last_snapshot = Instant::now();
         let mut snapshot_seq = self.applied_seq.load(Ordering::Acquire);
-        let mut group: Vec<PendingBatch> = Vec::with_capacity(self.max_group);
-        let mut deferred: Vec<Command> = Vec::new();
+        let mut seq = Sequencer::default();
+        let mut group: Vec<Box<PendingBatch>> = Vec::with_capacity(self.max_group);
+        let mut control: Vec<Command> = Vec::new();
+        let idle = self.snapshot_interval.clamp(Duration::from_millis(10), Duration::from_secs(1));
         loop {
-            let first = match rx.recv_timeout(self.snapshot_interval.max(Duration::from_millis(10))) {
+            let first = match rx.recv_timeout(idle) {
                 Ok(c) => Some(c),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
@@ -80,57 +122,69 @@ impl Writer {
                     return;
                 }
             };
-            if let Some(c) = first {
+            let mut next = first;
+            while let Some(c) = next.take() {
                 match c {
-                    Command::Batch(b) => group.push(b),
-                    other => deferred.push(other),
-                }
-                while group.len() < self.max_group {
-                    match rx.try_recv() {
-                        Ok(Command::Batch(b)) => group.push(b),
-                        Ok(other) => {
-                            deferred.push(other);
-                            break;
-                        }
-                        Err(_) => break,
+                    Command::Batch(t, b) => seq.put(t, Some(b)),
+                    Command::Skip(t) => seq.put(t, None),
+                    other => {
+                        control.push(other);
+                        break;
                     }
                 }
+                if seq.waiting.len() >= self.max_group {
+                    break;
+                }
+                next = rx.try_recv().ok();
             }
+            seq.release(&mut group, self.max_group);
             if !group.is_empty() {
                 self.commit(&mut group);
             }
             let applied = self.applied_seq.load(Ordering::Acquire);
             if applied > snapshot_seq && last_snapshot.elapsed() >= self.snapshot_interval {
-                if let Ok(seq) = self.snapshot() {
-                    snapshot_seq = seq;
+                if let Ok(s) = self.snapshot() {
+                    snapshot_seq = s;
                 }
                 last_snapshot = Instant::now();
             }
-            for c in deferred.drain(..) {
+            for c in control.drain(..) {
                 match c {
-                    Command::Batch(_) => {}
+                    Command::Batch(..) | Command::Skip(_) => {}
                     Command::Snapshot(tx) => {
                         let r = self.snapshot();
-                        if let Ok(seq) = r {
-                            snapshot_seq = seq;
+                        if let Ok(s) = r {
+                            snapshot_seq = s;
                             last_snapshot = Instant::now();
                         }
                         let _ = tx.send(r);
                     }
                     Command::Abort(tx) => {
-                        self.fail_all(&mut group, "aborted");
                         self.failed.store(true, Ordering::Release);
                         let _ = self.lock.unlock();
                         let _ = tx.send(());
                         return;
                     }
                     Command::Shutdown(tx) => {
-                        // Batches queued behind the shutdown are still logged.
-                        while let Ok(Command::Batch(b)) = rx.try_recv() {
-                            group.push(b);
+                        // Batches queued before the shutdown are still logged.
+                        while let Ok(c) = rx.try_recv() {
+                            match c {
+                                Command::Batch(t, b) => seq.put(t, Some(b)),
+                                Command::Skip(t) => seq.put(t, None),
+                                _ => {}
+                            }
                         }
-                        if !group.is_empty() {
+                        loop {
+                            seq.release(&mut group, self.max_group);
+                            if group.is_empty() {
+                                break;
+                            }
                             self.commit(&mut group);
+                        }
+                        for (_, b) in std::mem::take(&mut seq.waiting) {
+                            if let Some(b) = b {
+                                let _ = b.ack.send(Err(EngineError::Unavailable("shutting down".into())));
+                            }
                         }
                         self.finish();
                         let _ = tx.send(());
@@ -154,13 +208,14 @@ impl Writer {
         }
     }
 
-    fn fail_all(&self, group: &mut Vec<PendingBatch>, why: &str) {
+    fn fail_all(&self, group: &mut Vec<Box<PendingBatch>>, why: &str) {
         for b in group.drain(..) {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
             let _ = b.ack.send(Err(EngineError::Unavailable(why.to_string())));
         }
     }
 
-    fn commit(&mut self, group: &mut Vec<PendingBatch>) {
+    fn commit(&mut self, group: &mut Vec<Box<PendingBatch>>) {
         if self.failed.load(Ordering::Acquire) {
             self.fail_all(group, "an earlier WAL write failed; restart the server");
             return;
@@ -203,21 +258,20 @@ impl Writer {
         metrics::counter!(m::WAL_BYTES_TOTAL).increment(bytes);
         let t = Instant::now();
         for (b, seq) in group.drain(..).zip(seqs) {
-            let res = frame::decode(&b.payload).map(|f| {
-                let stream = &self.catalog.streams[b.stream].name;
-                let dead = f.dead.len() as u64;
-                let (on_time, late) = self.state.apply(&self.catalog, b.stream, f);
-                metrics::counter!(m::INGEST_EVENTS_TOTAL, "stream" => stream.clone(), "outcome" => "accepted")
-                    .increment(on_time);
-                metrics::counter!(m::INGEST_EVENTS_TOTAL, "stream" => stream.clone(), "outcome" => "late")
-                    .increment(late);
-                metrics::counter!(m::INGEST_EVENTS_TOTAL, "stream" => stream.clone(), "outcome" => "rejected")
-                    .increment(dead);
-                BatchAck { seq }
-            });
+            let b = *b;
+            let stream = &self.catalog.streams[b.stream].name;
+            let dead = b.batch.dead.len() as u64;
+            let (on_time, late) = self.state.apply(&self.catalog, b.stream, b.batch);
+            metrics::counter!(m::INGEST_EVENTS_TOTAL, "stream" => stream.clone(), "outcome" => "accepted")
+                .increment(on_time);
+            metrics::counter!(m::INGEST_EVENTS_TOTAL, "stream" => stream.clone(), "outcome" => "late")
+                .increment(late);
+            metrics::counter!(m::INGEST_EVENTS_TOTAL, "stream" => stream.clone(), "outcome" => "rejected")
+                .increment(dead);
             self.applied_seq.store(seq, Ordering::Release);
+            self.queued.fetch_sub(1, Ordering::AcqRel);
             metrics::histogram!(m::INGEST_ACK_SECONDS).record(b.enqueued.elapsed().as_secs_f64());
-            let _ = b.ack.send(res);
+            let _ = b.ack.send(Ok(BatchAck { seq }));
         }
         metrics::histogram!(m::APPLY_SECONDS).record(t.elapsed().as_secs_f64());
     }

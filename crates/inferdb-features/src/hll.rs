@@ -56,11 +56,17 @@ impl Distinct {
                         for &h in set.iter() {
                             add_register(&mut registers, &mut histogram, h);
                         }
-                        *self = Distinct::Dense { registers, histogram };
+                        *self = Distinct::Dense {
+                            registers,
+                            histogram,
+                        };
                     }
                 }
             }
-            Distinct::Dense { registers, histogram } => add_register(registers, histogram, h),
+            Distinct::Dense {
+                registers,
+                histogram,
+            } => add_register(registers, histogram, h),
         }
     }
 
@@ -76,7 +82,10 @@ impl Distinct {
     pub(crate) fn heap_bytes(&self) -> usize {
         match self {
             Distinct::Sparse(set) => set.capacity() * 8,
-            Distinct::Dense { registers, histogram } => registers.capacity() + histogram.capacity() * 4,
+            Distinct::Dense {
+                registers,
+                histogram,
+            } => registers.capacity() + histogram.capacity() * 4,
         }
     }
 }
@@ -165,7 +174,13 @@ mod tests {
         for i in 0..50_000i64 {
             d.insert(stable_hash(&Value::Int(i)));
         }
-        let Distinct::Dense { registers, histogram } = &d else { panic!("not dense") };
+        let Distinct::Dense {
+            registers,
+            histogram,
+        } = &d
+        else {
+            panic!("not dense")
+        };
         let mut h = vec![0u32; Q + 2];
         for &r in registers {
             h[r as usize] += 1;

@@ -20,43 +20,53 @@
 //! * **One buffer per entity** of the events the longest window can still
 //!   see, sorted by (ts, insertion order), as flat `VecDeque` columns: the
 //!   ts, and one `u64` slot per aggregated field (`f64` bits with a NaN
-//!   payload for null, or a 63-bit hash whose low bit flags "last occurrence").
-//!   Out-of-order events are inserted at their sorted place (binary search;
-//!   with bounded lateness it is near the back). Events at or before
-//!   `frontier − longest window` are evicted, so memory is O(events in the
-//!   longest window), and columns shrink when mostly empty.
+//!   payload for null, or a 63-bit hash whose low bit flags "last
+//!   occurrence"). Out-of-order events are inserted at their sorted place
+//!   (binary search; with bounded lateness that is near the back). Events at
+//!   or before `frontier − longest window` are evicted, so memory is
+//!   O(events in the longest window), and columns shrink when mostly empty.
+//!   An event already too old for a window on arrival is not counted in it.
 //! * **One window state per distinct length**: its start position in the
 //!   buffer (absolute positions over a running base, so front evictions do
 //!   not move it; an insertion before it moves it up) and one accumulator per
 //!   (window, field) shared by every feature on them: non-null count, sum and
-//!   sum of squares of deviations from a shift in double-double arithmetic
-//!   ([`moments`](crate::moments): exact cancellation on removal, exact 0
-//!   for equal values), and monotonic deques for min/max that accept
-//!   out-of-order events ([`minmax`](crate::minmax)).
-//! * **Windowed distinct is exact**, and cheaper than a refcount map: each
-//!   distinct field keeps one map `hash → position of its last occurrence`
-//!   for the whole buffer, and flags that event. The distinct count of any
-//!   window is then the number of flags in it, kept per window as a counter.
-//!   Evaluating past the frontier subtracts the flags of the expired events
-//!   (bit tests, no hashing, no temporary map), and all windows on a field
-//!   share one map. Exact up to 63-bit hash collisions.
+//!   sum of squares of deviations from a shift (`moments.rs`), and monotonic
+//!   deques for min/max that accept out-of-order events (`minmax.rs`).
+//! * **Sums are double-double** rather than Neumaier-compensated doubles:
+//!   each deviation and its square are formed exactly and accumulated in
+//!   ~106 bits, so removing a value cancels its addition to ~1e-32 and a
+//!   stale shift far from the current data costs no precision. `stddev` is
+//!   clamped to half the window's range (min and max are kept for it), which
+//!   makes it exactly 0 for equal values even after the shift expired.
+//! * **Windowed distinct is exact, with no refcount map**: each distinct
+//!   field keeps one map `hash → position of its last occurrence` for the
+//!   whole buffer and flags that event; the distinct count of a window is
+//!   the number of flags in it, kept per window as a counter. All windows on
+//!   a field share the map, and a read past the frontier subtracts the flags
+//!   of the expired events (bit tests: no hashing, no temporary map). Exact
+//!   up to 63-bit hash collisions.
 //! * **Unwindowed distinct** is an exact sparse set up to 512 hashes, then a
-//!   HyperLogLog sketch of 2^14 registers with Ertl's estimator
-//!   ([`hll`](crate::hll)); 100k idle low-cardinality entities stay small.
+//!   HyperLogLog sketch of 2^14 registers with Ertl's estimator (`hll.rs`),
+//!   so 100k idle low-cardinality entities stay small.
 //! * **`last` and `seconds_since_last` keep O(1) state**: every retained
 //!   event has `ts <= frontier <= t`, so the latest event overall is the
-//!   latest event of any window that holds it; a window holds it iff its
+//!   latest event of any window that holds it, and a window holds it iff its
 //!   ts is after `t − W`.
 //! * **Evaluation is read-only**: at `t > frontier` the events that expired
-//!   in `(frontier − W, t − W]` are found by binary search and subtracted
-//!   into temporaries; when more expired than remain, the remaining events
-//!   are summed from scratch instead, so a read walks at most half a window.
-//!   Min/max binary-search their deque. The engine can call
-//!   [`EntityState::advance`] on idle entities so reads stay O(1).
+//!   in `(frontier − W, t − W]` are found by binary search and summed column
+//!   by column (cascaded summation, a few ns per event) to be subtracted from
+//!   the accumulators; when more expired than remain, the remaining events
+//!   are summed instead, so a read walks at most half a window. Min/max
+//!   binary-search their deque; counts need only the binary search.
 //!
-//! Insertion is O(1) amortized (each event is added and expired once per
-//! window, plus a hash-map update per distinct field); evaluation at the
-//! frontier is O(features).
+//! # Costs
+//!
+//! Insertion is O(1) amortized: each event is added once and expired once
+//! per window, plus one hash-map update per distinct field. Evaluation at
+//! the frontier is O(features); at `t > frontier` it adds O(min(expired,
+//! remaining)) for windows with sums or distinct counts: for an entity
+//! quiet since its last event, the engine can call [`EntityState::advance`]
+//! (e.g. when it sweeps idle entities) to make its reads O(features) again.
 
 mod error;
 mod hll;

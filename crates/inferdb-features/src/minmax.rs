@@ -93,8 +93,16 @@ mod tests {
     #[test]
     fn out_of_order_insertions_keep_the_minimum_of_every_suffix() {
         // ts, value; inserted out of order, with equal ts.
-        let events =
-            [(10, 5.0), (12, 3.0), (11, 1.0), (12, 4.0), (9, 0.5), (15, 7.0), (14, 2.0), (15, 2.0)];
+        let events = [
+            (10, 5.0),
+            (12, 3.0),
+            (11, 1.0),
+            (12, 4.0),
+            (9, 0.5),
+            (15, 7.0),
+            (14, 2.0),
+            (15, 2.0),
+        ];
         let mut d = MinDeque::default();
         let mut seen: Vec<(i64, f64)> = Vec::new();
         for &(ts, v) in &events {

@@ -107,16 +107,14 @@ impl ViewPlan {
         for (i, f) in view.features.iter().enumerate() {
             match (f.agg, f.field) {
                 (Agg::SecondsSinceLast, _) => since.push((i, f.window_ms)),
-                (Agg::Last, Some(field)) => {
-                    match lasts.iter_mut().find(|l| l.field == field) {
-                        Some(l) => l.outputs.push((i, f.window_ms)),
-                        None => lasts.push(LastPlan {
-                            field,
-                            ty: field_ty(field),
-                            outputs: vec![(i, f.window_ms)],
-                        }),
-                    }
-                }
+                (Agg::Last, Some(field)) => match lasts.iter_mut().find(|l| l.field == field) {
+                    Some(l) => l.outputs.push((i, f.window_ms)),
+                    None => lasts.push(LastPlan {
+                        field,
+                        ty: field_ty(field),
+                        outputs: vec![(i, f.window_ms)],
+                    }),
+                },
                 (Agg::Count, None) => match f.window_ms {
                     None => counts.push(i),
                     Some(w) => window_mut(&mut windows, w).counts.push(i),
@@ -218,7 +216,11 @@ fn window_mut(windows: &mut Vec<WindowPlan>, len_ms: i64) -> &mut WindowPlan {
     let p = match windows.iter().position(|w| w.len_ms == len_ms) {
         Some(p) => p,
         None => {
-            windows.push(WindowPlan { len_ms, counts: Vec::new(), accs: Vec::new() });
+            windows.push(WindowPlan {
+                len_ms,
+                counts: Vec::new(),
+                accs: Vec::new(),
+            });
             windows.len() - 1
         }
     };
@@ -227,13 +229,20 @@ fn window_mut(windows: &mut Vec<WindowPlan>, len_ms: i64) -> &mut WindowPlan {
 
 /// The index of the slot for `(field, kind)`, added if new.
 fn slot(slots: &mut Vec<SlotPlan>, field: usize, kind: SlotKind, distinct: bool) -> usize {
-    match slots.iter().position(|s| s.field == field && s.kind == kind) {
+    match slots
+        .iter()
+        .position(|s| s.field == field && s.kind == kind)
+    {
         Some(p) => {
             slots[p].distinct |= distinct;
             p
         }
         None => {
-            slots.push(SlotPlan { field, kind, distinct });
+            slots.push(SlotPlan {
+                field,
+                kind,
+                distinct,
+            });
             slots.len() - 1
         }
     }

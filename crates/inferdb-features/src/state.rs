@@ -12,7 +12,7 @@
 use crate::error::FeatureError;
 use crate::hll::Distinct;
 use crate::minmax::MinDeque;
-use crate::moments::Moments;
+use crate::moments::{Moments, Partial};
 use crate::plan::{AccPlan, SlotKind, ViewPlan};
 use inferdb_types::{Agg, FieldType, Value, stable_hash};
 use serde::{Deserialize, Serialize};
@@ -150,7 +150,10 @@ impl EntityState {
             windows: plan
                 .windows
                 .iter()
-                .map(|w| WindowState { start: 0, accs: vec![AccState::default(); w.accs.len()] })
+                .map(|w| WindowState {
+                    start: 0,
+                    accs: vec![AccState::default(); w.accs.len()],
+                })
                 .collect(),
             accs: vec![UnwAcc::default(); plan.accs.len()],
             lasts: vec![None; plan.lasts.len()],
@@ -170,7 +173,10 @@ impl EntityState {
             debug_assert!(false, "entity state does not match the view plan");
             return;
         }
-        debug_assert!(ts <= watermark, "event at {ts} is after the watermark {watermark}");
+        debug_assert!(
+            ts <= watermark,
+            "event at {ts} is after the watermark {watermark}"
+        );
         self.advance_to(plan, watermark);
         self.total += 1;
         if self.latest.is_none_or(|l| ts > l) {
@@ -187,7 +193,10 @@ impl EntityState {
             acc.add(ap, field(row, ap.field));
         }
         if let Some(longest) = plan.longest_ms
-            && self.frontier.checked_sub(longest).is_none_or(|cut| ts > cut)
+            && self
+                .frontier
+                .checked_sub(longest)
+                .is_none_or(|cut| ts > cut)
         {
             self.insert_buffered(plan, ts, row);
         }
@@ -209,7 +218,10 @@ impl EntityState {
             return Err(FeatureError::PlanMismatch);
         }
         if t < self.frontier {
-            return Err(FeatureError::BeforeFrontier { t, frontier: self.frontier });
+            return Err(FeatureError::BeforeFrontier {
+                t,
+                frontier: self.frontier,
+            });
         }
         let first = out.len();
         out.resize(first + plan.len(), Value::Null);
@@ -232,21 +244,21 @@ impl EntityState {
                 let mut s = Summary {
                     counts: acc.counts,
                     min: if ap.min { acc.min.min_after(cut) } else { None },
-                    max: if ap.max { acc.max.min_after(cut).map(|v| -v) } else { None },
+                    max: if ap.max {
+                        acc.max.min_after(cut).map(|v| -v)
+                    } else {
+                        None
+                    },
                 };
                 if new_lo > lo {
                     // Walk the shorter side: subtract the expired events, or
-                    // add up the remaining ones from scratch.
-                    if new_lo - lo <= len - new_lo {
-                        for i in lo..new_lo {
-                            s.counts.remove(ap, buf, i);
-                        }
+                    // sum the remaining ones from scratch.
+                    let k = acc.counts.moments.shift();
+                    s.counts = if new_lo - lo <= len - new_lo {
+                        acc.counts.without(&RangeCounts::of(ap, buf, lo, new_lo, k))
                     } else {
-                        s.counts = Counts::default();
-                        for i in new_lo..len {
-                            s.counts.add(ap, buf, i);
-                        }
-                    }
+                        Counts::from_range(k, &RangeCounts::of(ap, buf, new_lo, len, k))
+                    };
                 }
                 s.write(&ap.outputs, out);
             }
@@ -260,7 +272,11 @@ impl EntityState {
                 counts: Counts {
                     nonnull: acc.nonnull,
                     moments: acc.moments,
-                    distinct: if ap.distinct { acc.distinct.estimate() } else { 0 },
+                    distinct: if ap.distinct {
+                        acc.distinct.estimate()
+                    } else {
+                        0
+                    },
                 },
                 min: acc.min,
                 max: acc.max,
@@ -306,14 +322,30 @@ impl EntityState {
             + self.windows.capacity() * size_of::<WindowState>()
             + self.accs.capacity() * size_of::<UnwAcc>()
             + self.lasts.capacity() * size_of::<Option<(i64, u64)>>();
-        n += b.cols.iter().map(|c| c.capacity() * size_of::<u64>()).sum::<usize>();
+        n += b
+            .cols
+            .iter()
+            .map(|c| c.capacity() * size_of::<u64>())
+            .sum::<usize>();
         // hashbrown: buckets of (key, value) plus one control byte, ~8/7 of capacity.
-        n += b.last_pos.iter().map(|m| m.capacity() * 8 / 7 * 17).sum::<usize>();
+        n += b
+            .last_pos
+            .iter()
+            .map(|m| m.capacity() * 8 / 7 * 17)
+            .sum::<usize>();
         for w in &self.windows {
             n += w.accs.capacity() * size_of::<AccState>();
-            n += w.accs.iter().map(|a| a.min.heap_bytes() + a.max.heap_bytes()).sum::<usize>();
+            n += w
+                .accs
+                .iter()
+                .map(|a| a.min.heap_bytes() + a.max.heap_bytes())
+                .sum::<usize>();
         }
-        n += self.accs.iter().map(|a| a.distinct.heap_bytes()).sum::<usize>();
+        n += self
+            .accs
+            .iter()
+            .map(|a| a.distinct.heap_bytes())
+            .sum::<usize>();
         n
     }
 
@@ -331,7 +363,9 @@ impl EntityState {
         let buf = &mut self.buf;
         let len = buf.ts.len();
         for (w, wp) in self.windows.iter_mut().zip(&plan.windows) {
-            let Some(cut) = watermark.checked_sub(wp.len_ms) else { continue };
+            let Some(cut) = watermark.checked_sub(wp.len_ms) else {
+                continue;
+            };
             let mut i = (w.start - buf.base) as usize;
             while i < len && buf.ts[i] <= cut {
                 for (acc, ap) in w.accs.iter_mut().zip(&wp.accs) {
@@ -349,7 +383,12 @@ impl EntityState {
                 }
             }
         }
-        let keep = self.windows.iter().map(|w| w.start).min().unwrap_or(buf.base + len as u64);
+        let keep = self
+            .windows
+            .iter()
+            .map(|w| w.start)
+            .min()
+            .unwrap_or(buf.base + len as u64);
         let evict = (keep - buf.base) as usize;
         if evict == 0 {
             return;
@@ -383,7 +422,12 @@ impl EntityState {
 
     /// Inserts an event that at least the longest window still holds.
     fn insert_buffered(&mut self, plan: &ViewPlan, ts: i64, row: &[Value]) {
-        let EntityState { buf, windows, frontier, .. } = self;
+        let EntityState {
+            buf,
+            windows,
+            frontier,
+            ..
+        } = self;
         let len = buf.ts.len();
         let p = match buf.ts.back() {
             Some(&back) if back > ts => buf.ts.partition_point(|&x| x <= ts),
@@ -396,8 +440,7 @@ impl EntityState {
                     continue;
                 }
                 let (col, map) = (&buf.cols[s], &mut buf.last_pos[s]);
-                for i in p..len {
-                    let v = col[i];
+                for &v in col.range(p..) {
                     if v & FLAG != 0
                         && let Some(q) = map.get_mut(&(v & !FLAG))
                     {
@@ -478,25 +521,61 @@ impl EntityState {
     }
 }
 
-impl Counts {
-    /// Counts the event at buffer index `i`.
-    #[inline]
-    fn add(&mut self, ap: &AccPlan, buf: &Buffer, i: usize) {
+/// The counts of a run of buffered events, moments relative to a given shift.
+struct RangeCounts {
+    nonnull: u64,
+    partial: Partial,
+    distinct: u64,
+}
+
+impl RangeCounts {
+    /// Sums the events at buffer indices `a..b` for accumulator `ap`, with
+    /// moments relative to shift `k`: column by column, each a tight loop.
+    fn of(ap: &AccPlan, buf: &Buffer, a: usize, b: usize, k: f64) -> RangeCounts {
         let (ps, kind) = ap.presence;
-        if is_null(kind, buf.cols[ps][i]) {
-            return;
+        let partial = match ap.value_slot {
+            Some(vs) if ap.moments => {
+                let values = buf.cols[vs].range(a..b).filter(|&&v| v != NULL_BITS);
+                Moments::partial(k, values.map(|&v| f64::from_bits(v)))
+            }
+            _ => Partial::default(),
+        };
+        let nonnull = if ap.moments && ap.value_slot == Some(ps) {
+            partial.count() // the value column is the presence column
+        } else {
+            buf.cols[ps]
+                .range(a..b)
+                .filter(|&&v| !is_null(kind, v))
+                .count() as u64
+        };
+        let distinct = match ap.hash_slot {
+            Some(hs) if ap.distinct => buf.cols[hs].range(a..b).map(|&v| v & FLAG).sum::<u64>(),
+            _ => 0,
+        };
+        RangeCounts {
+            nonnull,
+            partial,
+            distinct,
         }
-        self.nonnull += 1;
-        if ap.moments
-            && let Some(vs) = ap.value_slot
-        {
-            self.moments.add(f64::from_bits(buf.cols[vs][i]));
+    }
+}
+
+impl Counts {
+    /// These counts without the run `r` (summed with this shift).
+    fn without(&self, r: &RangeCounts) -> Counts {
+        Counts {
+            nonnull: self.nonnull.saturating_sub(r.nonnull),
+            moments: self.moments.without(&r.partial),
+            distinct: self.distinct.saturating_sub(r.distinct),
         }
-        if ap.distinct
-            && let Some(hs) = ap.hash_slot
-            && buf.cols[hs][i] & FLAG != 0
-        {
-            self.distinct += 1;
+    }
+
+    /// The counts of exactly the run `r` (summed with shift `k`).
+    fn from_range(k: f64, r: &RangeCounts) -> Counts {
+        Counts {
+            nonnull: r.nonnull,
+            moments: Moments::from_partial(k, &r.partial),
+            distinct: r.distinct,
         }
     }
 

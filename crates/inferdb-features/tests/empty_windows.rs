@@ -22,7 +22,12 @@ fn empty_values(agg: &'static str, field: Option<usize>) -> [Value; 4] {
     st.eval(&plan, T0, &mut fresh).unwrap();
     for i in 0..3 {
         let ts = T0 + i * 1_000;
-        st.insert(&plan, ts, &row(ts, 2.5 + i as f64, Some(1.0), Some(i), true, Some("m")), ts);
+        st.insert(
+            &plan,
+            ts,
+            &row(ts, 2.5 + i as f64, Some(1.0), Some(i), true, Some("m")),
+            ts,
+        );
     }
     let mut later = Vec::new();
     // Read-only past the frontier...
@@ -32,7 +37,12 @@ fn empty_values(agg: &'static str, field: Option<usize>) -> [Value; 4] {
     let mut advanced = Vec::new();
     st.eval(&plan, T0 + 2_000 + W, &mut advanced).unwrap();
     assert_eq!(later, advanced);
-    [fresh[0].clone(), fresh[1].clone(), later[0].clone(), later[1].clone()]
+    [
+        fresh[0].clone(),
+        fresh[1].clone(),
+        later[0].clone(),
+        later[1].clone(),
+    ]
 }
 
 #[test]
@@ -47,7 +57,10 @@ fn empty_count_is_zero() {
 #[test]
 fn empty_sum_is_zero() {
     let [a, b, c, d] = empty_values("sum", Some(AMOUNT));
-    assert_eq!([a, b, c], [Value::Float(0.0), Value::Float(0.0), Value::Float(0.0)]);
+    assert_eq!(
+        [a, b, c],
+        [Value::Float(0.0), Value::Float(0.0), Value::Float(0.0)]
+    );
     assert_eq!(d, Value::Float(10.5));
 }
 

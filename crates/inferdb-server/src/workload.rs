@@ -946,18 +946,4 @@ mod tests {
         assert_eq!(one.len(), 1);
         assert!(one[0].line.contains("\"ts\":\"2026-01-01T00:00:00.000Z\""));
     }
-
-    /// Generation speed of `medium` (run with `--ignored --nocapture`).
-    #[test]
-    #[ignore = "timing, run by hand"]
-    fn medium_generation_speed() {
-        let t = std::time::Instant::now();
-        let s = write_ndjson(&WorkloadConfig::sized(Size::Medium, 42), &mut io::sink()).unwrap();
-        eprintln!(
-            "medium: {} events ({} bad) in {:?}",
-            s.events,
-            s.bad,
-            t.elapsed()
-        );
-    }
 }

@@ -28,7 +28,11 @@ pub struct FeatureDef {
 
 /// A catalog with the test stream and one view `v` of `features`.
 pub fn catalog(lateness_ms: i64, features: &[FeatureDef]) -> Catalog {
-    let lateness = if lateness_ms == 0 { "0s".to_string() } else { format!("{lateness_ms}ms") };
+    let lateness = if lateness_ms == 0 {
+        "0s".to_string()
+    } else {
+        format!("{lateness_ms}ms")
+    };
     let mut text = format!(
         r#"
 [[streams]]
