@@ -30,7 +30,8 @@ pub struct DeadLetter {
     pub received_ms: i64,
 }
 
-/// A decoded batch frame.
+/// A decoded batch frame. It keeps its encoded payload: the hot tier
+/// stores each record as its slice of it (`spans`), already encoded.
 #[derive(Debug)]
 pub struct BatchFrame {
     /// Stream name.
@@ -41,17 +42,29 @@ pub struct BatchFrame {
     pub rows: Vec<Vec<Value>>,
     /// Rejected records.
     pub dead: Vec<DeadLetter>,
+    /// The encoded frame.
+    pub payload: Vec<u8>,
+    /// Where each row's encoding lies in `payload`.
+    pub spans: Vec<(u32, u32)>,
 }
 
-/// Encodes a batch.
-pub fn encode(stream: &str, received_ms: i64, rows: &[Vec<Value>], dead: &[DeadLetter]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + rows.len() * 96);
+/// Encodes a batch; also returns where each row's encoding lies.
+pub fn encode(
+    stream: &str,
+    received_ms: i64,
+    rows: &[Vec<Value>],
+    dead: &[DeadLetter],
+) -> (Vec<u8>, Vec<(u32, u32)>) {
+    let mut out = Vec::with_capacity(64 + rows.len() * 112);
+    let mut spans = Vec::with_capacity(rows.len());
     out.extend_from_slice(&(stream.len() as u16).to_le_bytes());
     out.extend_from_slice(stream.as_bytes());
     out.extend_from_slice(&received_ms.to_le_bytes());
     out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
     for r in rows {
+        let start = out.len() as u32;
         encode_row(r, &mut out);
+        spans.push((start, out.len() as u32));
     }
     out.extend_from_slice(&(dead.len() as u32).to_le_bytes());
     for d in dead {
@@ -69,7 +82,7 @@ pub fn encode(stream: &str, received_ms: i64, rows: &[Vec<Value>], dead: &[DeadL
             out.extend_from_slice(s.as_bytes());
         }
     }
-    out
+    (out, spans)
 }
 
 fn text(d: &mut Decoder<'_>, n: usize) -> Result<String, EngineError> {
@@ -78,15 +91,18 @@ fn text(d: &mut Decoder<'_>, n: usize) -> Result<String, EngineError> {
 }
 
 /// Decodes a batch frame payload.
-pub fn decode(payload: &[u8]) -> Result<BatchFrame, EngineError> {
-    let mut d = Decoder::new(payload);
+pub fn decode(payload: Vec<u8>) -> Result<BatchFrame, EngineError> {
+    let mut d = Decoder::new(&payload);
     let n = d.u16()? as usize;
     let stream = text(&mut d, n)?;
     let received_ms = d.u64()? as i64;
     let nrows = d.u32()? as usize;
     let mut rows = Vec::with_capacity(nrows.min(1 << 20));
+    let mut spans = Vec::with_capacity(nrows.min(1 << 20));
     for _ in 0..nrows {
+        let start = d.position() as u32;
         rows.push(d.row()?);
+        spans.push((start, d.position() as u32));
     }
     let ndead = d.u32()? as usize;
     let mut dead = Vec::with_capacity(ndead.min(1 << 16));
@@ -103,7 +119,8 @@ pub fn decode(payload: &[u8]) -> Result<BatchFrame, EngineError> {
     if !d.is_empty() {
         return Err(EngineError::Internal("trailing bytes in a batch frame".into()));
     }
-    Ok(BatchFrame { stream, received_ms, rows, dead })
+    drop(d);
+    Ok(BatchFrame { stream, received_ms, rows, dead, payload, spans })
 }
 
 #[cfg(test)]
@@ -117,10 +134,15 @@ mod tests {
             DeadLetter { index: 1, field: Some("amount".into()), reason: "bad".into(), raw: "{}".into(), received_ms: 7 },
             DeadLetter { index: 2, field: None, reason: "invalid JSON".into(), raw: "{".into(), received_ms: 7 },
         ];
-        let b = decode(&encode("tx", 7, &rows, &dead)).unwrap();
+        let (payload, spans) = encode("tx", 7, &rows, &dead);
+        let b = decode(payload.clone()).unwrap();
         assert_eq!((b.stream.as_str(), b.received_ms), ("tx", 7));
         assert_eq!(b.rows, rows);
         assert_eq!(b.dead, dead);
-        assert!(decode(&encode("tx", 7, &rows, &dead)[..20]).is_err());
+        assert_eq!(b.spans, spans);
+        let (s, e) = spans[0];
+        let row = Decoder::new(&payload[s as usize..e as usize]).row().unwrap();
+        assert_eq!(row, rows[0]);
+        assert!(decode(payload[..20].to_vec()).is_err());
     }
 }

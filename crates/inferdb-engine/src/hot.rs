@@ -1,5 +1,7 @@
 //! The hot tier: each entity's most recent records, in memory, for
-//! `GET /v1/entities/{stream}/{key}/records`.
+//! `GET /v1/entities/{stream}/{key}/records`. A record is kept in its
+//! encoded form (the bytes of its row in the WAL frame: one allocation,
+//! about a third of the decoded size) and decoded when read.
 //!
 //! Bounded two ways: at most `per_entity` records per entity (older ones are
 //! dropped first), and at most `budget_bytes` per shard in all; past the
@@ -7,8 +9,6 @@
 //! (a FIFO of record ids). Dropped records are still in the log. One shard
 //! is owned by the writer thread for changes; readers take its lock briefly.
 
-use crate::state::key_string;
-use inferdb_types::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,13 +20,13 @@ pub struct HotRecord {
     pub rid: u64,
     /// Event time (ms).
     pub ts: i64,
-    /// Values in stream field order.
-    pub row: Box<[Value]>,
+    /// The row, encoded by [`inferdb_types::codec::encode_row`].
+    pub bytes: Box<[u8]>,
 }
 
 impl HotRecord {
-    fn bytes(&self) -> usize {
-        48 + self.row.iter().map(Value::approx_bytes).sum::<usize>()
+    fn size(&self) -> usize {
+        40 + self.bytes.len()
     }
 }
 
@@ -48,29 +48,26 @@ pub struct HotShardSnap {
 }
 
 impl HotShard {
-    /// Adds a record keyed by its field `key_field`, then enforces both bounds.
-    pub fn push(&mut self, key_field: usize, ts: i64, row: Box<[Value]>, per_entity: usize, budget: usize) {
+    /// Adds a record for `key`, then enforces both bounds.
+    pub fn push(&mut self, key: &str, ts: i64, bytes: Box<[u8]>, per_entity: usize, budget: usize) {
         let rid = self.next_rid;
-        let rec = HotRecord { rid, ts, row };
-        let k: Arc<str> = {
-            let Some(key) = rec.row.get(key_field).and_then(key_string) else { return };
-            match self.entities.get_key_value(key.as_ref()) {
-                Some((k, _)) => k.clone(),
-                None => {
-                    let k: Arc<str> = Arc::from(key.as_ref());
-                    self.entities.insert(k.clone(), VecDeque::new());
-                    k
-                }
+        self.next_rid += 1;
+        let rec = HotRecord { rid, ts, bytes };
+        self.bytes += rec.size();
+        let k: Arc<str> = match self.entities.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = Arc::from(key);
+                self.entities.insert(k.clone(), VecDeque::new());
+                k
             }
         };
-        self.next_rid += 1;
-        self.bytes += rec.bytes();
-        let Some(q) = self.entities.get_mut(&k) else { return };
+        let Some(q) = self.entities.get_mut(key) else { return };
         q.push_back(rec);
         self.records += 1;
         while q.len() > per_entity.max(1) {
             if let Some(old) = q.pop_front() {
-                self.bytes -= old.bytes();
+                self.bytes -= old.size();
                 self.records -= 1;
             }
         }
@@ -94,7 +91,7 @@ impl HotShard {
         if q.front().is_some_and(|f| f.rid == rid)
             && let Some(old) = q.pop_front()
         {
-            self.bytes -= old.bytes();
+            self.bytes -= old.size();
             self.records -= 1;
         }
         if q.is_empty() {
@@ -145,7 +142,7 @@ impl HotShard {
         for (k, recs) in s.entities {
             let k: Arc<str> = Arc::from(k.as_str());
             for r in &recs {
-                shard.bytes += r.bytes();
+                shard.bytes += r.size();
                 shard.records += 1;
                 order.push((r.rid, k.clone()));
             }
@@ -161,8 +158,10 @@ impl HotShard {
 mod tests {
     use super::*;
 
-    fn row_for(key: &str, i: i64) -> Box<[Value]> {
-        vec![Value::Int(i), Value::Str("x".repeat(10).into()), Value::Str(key.into())].into_boxed_slice()
+    fn rec(i: i64) -> Box<[u8]> {
+        let mut b = Vec::new();
+        inferdb_types::codec::encode_row(&[inferdb_types::Value::Int(i)], &mut b);
+        b.into_boxed_slice()
     }
 
     #[test]
@@ -171,7 +170,7 @@ mod tests {
         for i in 0..10 {
             // out of order in event time: 3 arrives after 4
             let ts = if i == 3 { 5 } else { i };
-            s.push(2, ts, row_for("a", i), 4, usize::MAX);
+            s.push("a", ts, rec(i), 4, usize::MAX);
         }
         let r = s.recent("a", 10);
         assert_eq!(r.iter().map(|r| r.ts).collect::<Vec<_>>(), vec![9, 8, 7, 6]);
@@ -182,9 +181,9 @@ mod tests {
     #[test]
     fn memory_budget_drops_oldest_arrivals_across_entities() {
         let mut s = HotShard::default();
-        let one = HotRecord { rid: 0, ts: 0, row: row_for("a", 0) }.bytes();
+        let one = HotRecord { rid: 0, ts: 0, bytes: rec(0) }.size();
         for i in 0..100 {
-            s.push(2, i, row_for(if i % 2 == 0 { "a" } else { "b" }, i), 1000, one * 10);
+            s.push(if i % 2 == 0 { "a" } else { "b" }, i, rec(i), 1000, one * 10);
         }
         assert!(s.bytes() <= one * 10);
         assert_eq!(s.len(), 10);
@@ -198,7 +197,7 @@ mod tests {
     fn fifo_stays_bounded_under_the_per_entity_cap() {
         let mut s = HotShard::default();
         for i in 0..100_000 {
-            s.push(2, i, row_for("hot", i), 10, usize::MAX);
+            s.push("hot", i, rec(i), 10, usize::MAX);
         }
         assert_eq!(s.len(), 10);
         assert!(s.fifo.len() <= 2048, "fifo grew to {}", s.fifo.len());
@@ -208,7 +207,7 @@ mod tests {
     fn snapshot_round_trip_keeps_order_and_bytes() {
         let mut s = HotShard::default();
         for i in 0..50 {
-            s.push(2, i, row_for(&format!("k{}", i % 7), i), 5, usize::MAX);
+            s.push(&format!("k{}", i % 7), i, rec(i), 5, usize::MAX);
         }
         let t = HotShard::from_snap(s.snap());
         assert_eq!(t.bytes(), s.bytes());

@@ -212,7 +212,7 @@ impl Engine {
         for f in WalReader::open(&wal_dir, from)? {
             let f = f?;
             if f.kind == frame::KIND_BATCH {
-                let b = frame::decode(&f.payload)?;
+                let b = frame::decode(f.payload)?;
                 let Some(si) = catalog.stream_index(&b.stream) else {
                     return Err(EngineError::Catalog(format!(
                         "the log holds events of stream {:?}, which the spec no longer declares",
@@ -334,10 +334,11 @@ impl Engine {
             .collect();
         let accepted = parsed.rows.len();
         let rejected: Vec<Rejection> = parsed.rejected.into_iter().map(|(r, _)| r).collect();
-        let payload = frame::encode(stream, received_ms, &parsed.rows, &dead);
-        let batch = frame::BatchFrame { stream: stream.to_string(), received_ms, rows: parsed.rows, dead };
+        let (payload, spans) = frame::encode(stream, received_ms, &parsed.rows, &dead);
+        let batch =
+            frame::BatchFrame { stream: stream.to_string(), received_ms, rows: parsed.rows, dead, payload, spans };
         let (ack_tx, ack_rx) = oneshot::channel();
-        let pending = PendingBatch { stream: si, payload, batch, enqueued: Instant::now(), ack: ack_tx };
+        let pending = PendingBatch { stream: si, batch, enqueued: Instant::now(), ack: ack_tx };
         ticket.live = false;
         if inner.tx.send(Command::Batch(ticket.n, Box::new(pending))).is_err() {
             inner.queued.fetch_sub(1, Ordering::AcqRel);
@@ -419,8 +420,13 @@ impl Engine {
             .state
             .recent(si, key, limit)
             .into_iter()
-            .map(|r| row_to_json(s, &r.row))
-            .collect())
+            .map(|r| {
+                inferdb_types::codec::Decoder::new(&r.bytes)
+                    .row()
+                    .map(|row| row_to_json(s, &row))
+                    .map_err(EngineError::from)
+            })
+            .collect::<Result<_, _>>()?)
     }
 
     /// The most recent dead letters of a stream, newest first.

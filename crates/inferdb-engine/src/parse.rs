@@ -88,15 +88,30 @@ fn parse_array(stream: &Stream, body: &[u8]) -> Result<ParsedBatch, BodyError> {
 }
 
 fn parse_ndjson(stream: &Stream, body: &[u8]) -> Result<ParsedBatch, BodyError> {
+    // A body that is valid UTF-8 as a whole (the usual case) is checked once
+    // here, so that the per-line parser can skip checking every string.
+    let whole = std::str::from_utf8(body).ok();
     let mut out = ParsedBatch::default();
     let mut index = 0usize;
     let mut parsed_any = false;
+    let mut offset = 0usize;
     for line in body.split(|b| *b == b'\n') {
+        let start = offset;
+        offset += line.len() + 1;
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let mut de = serde_json::Deserializer::from_slice(line);
-        let res = RecordSeed { stream, index }.deserialize(&mut de).and_then(|r| de.end().map(|_| r));
+        let seed = RecordSeed { stream, index };
+        let res = match whole.and_then(|w| w.get(start..start + line.len())) {
+            Some(text) => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                seed.deserialize(&mut de).and_then(|r| de.end().map(|_| r))
+            }
+            None => {
+                let mut de = serde_json::Deserializer::from_slice(line);
+                seed.deserialize(&mut de).and_then(|r| de.end().map(|_| r))
+            }
+        };
         match res {
             Ok(Ok(row)) => {
                 parsed_any = true;

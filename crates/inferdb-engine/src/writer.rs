@@ -42,7 +42,6 @@ pub struct BatchAck {
 /// that are applied once the frame is durable.
 pub struct PendingBatch {
     pub(crate) stream: usize,
-    pub(crate) payload: Vec<u8>,
     pub(crate) batch: BatchFrame,
     pub(crate) enqueued: Instant,
     pub(crate) ack: oneshot::Sender<Result<BatchAck, EngineError>>,
@@ -225,8 +224,8 @@ impl Writer {
         let mut bytes = 0u64;
         let mut result: Result<(), inferdb_storage::StorageError> = Ok(());
         for b in group.iter() {
-            bytes += b.payload.len() as u64;
-            match self.wal.append(KIND_BATCH, &b.payload) {
+            bytes += b.batch.payload.len() as u64;
+            match self.wal.append(KIND_BATCH, &b.batch.payload) {
                 Ok(seq) => seqs.push(seq),
                 Err(e) => {
                     result = Err(e);

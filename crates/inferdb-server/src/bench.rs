@@ -179,6 +179,29 @@ fn print_ingest(r: &IngestResult, fsync: FsyncPolicy) {
     );
 }
 
+/// Where the server spent its time, from its own histograms.
+fn print_server_timings() {
+    let Some(h) = crate::metrics::handle() else { return };
+    let text = h.render();
+    let sum = |name: &str| -> (f64, f64) {
+        let get = |suffix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name}{suffix}")))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (get("_sum"), get("_count"))
+    };
+    let (apply, groups) = sum(inferdb_engine::metrics::APPLY_SECONDS);
+    let (sync, _) = sum(inferdb_engine::metrics::WAL_SYNC_SECONDS);
+    let (batches, _) = sum(inferdb_engine::metrics::WAL_GROUP_BATCHES);
+    println!(
+        "  server: {groups:.0} group commits ({:.1} batches each); WAL thread busy {apply:.2} s applying, {sync:.2} s in fsync",
+        batches / groups.max(1.0)
+    );
+}
+
 fn data_dir(args: &BenchArgs) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
     Ok(match &args.data_dir {
         Some(d) => (d.clone(), None),
@@ -227,6 +250,7 @@ pub fn run_ingest(args: &BenchArgs) -> anyhow::Result<()> {
         "  server: stored {}, rejected {}, late {}; entities {:?}",
         stats.events_stored, stats.events_rejected, stats.events_late, stats.entities
     );
+    print_server_timings();
     anyhow::ensure!(
         stats.events_stored == r.accepted,
         "server stored {} but acknowledged {}",

@@ -64,6 +64,11 @@ impl<'a> Decoder<'a> {
         Decoder { buf, pos: 0 }
     }
 
+    /// Bytes consumed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     /// Whether every byte was consumed.
     pub fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
