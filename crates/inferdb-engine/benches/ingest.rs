@@ -11,6 +11,10 @@ use inferdb_types::Catalog;
 use std::hint::black_box;
 use std::time::Duration;
 
+// The same allocator as the `inferdb` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SPEC: &str = include_str!("../../../examples/payments/spec.toml");
 
 fn body(batch: usize, t0: i64, seed: u64) -> String {
@@ -53,9 +57,16 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(frame::encode("transactions", 0, &parsed.rows, &[])))
     });
     // Apply: a stream of consecutive batches into one state, as the writer does.
-    let limits = StateLimits { shards: 64, hot_records_per_entity: 1000, hot_tier_bytes: 512 << 20, dead_letters_kept: 100 };
+    let limits = StateLimits {
+        shards: 64,
+        hot_records_per_entity: 1000,
+        hot_tier_bytes: 512 << 20,
+        dead_letters_kept: 100,
+    };
     let state = OnlineState::new(&catalog, limits);
-    let bodies: Vec<String> = (0..200).map(|k| body(1000, t0 + k * 86_000, k as u64 + 1)).collect();
+    let bodies: Vec<String> = (0..200)
+        .map(|k| body(1000, t0 + k * 86_000, k as u64 + 1))
+        .collect();
     let batches: Vec<Vec<u8>> = bodies
         .iter()
         .map(|b| {

@@ -109,18 +109,36 @@ pub fn decode(payload: Vec<u8>) -> Result<BatchFrame, EngineError> {
     for _ in 0..ndead {
         let index = d.u32()?;
         let fl = d.u16()?;
-        let field = if fl == 0xFFFF { None } else { Some(text(&mut d, fl as usize)?) };
+        let field = if fl == 0xFFFF {
+            None
+        } else {
+            Some(text(&mut d, fl as usize)?)
+        };
         let rl = d.u32()? as usize;
         let reason = text(&mut d, rl)?;
         let wl = d.u32()? as usize;
         let raw = text(&mut d, wl)?;
-        dead.push(DeadLetter { index, field, reason, raw, received_ms });
+        dead.push(DeadLetter {
+            index,
+            field,
+            reason,
+            raw,
+            received_ms,
+        });
     }
     if !d.is_empty() {
-        return Err(EngineError::Internal("trailing bytes in a batch frame".into()));
+        return Err(EngineError::Internal(
+            "trailing bytes in a batch frame".into(),
+        ));
     }
-    drop(d);
-    Ok(BatchFrame { stream, received_ms, rows, dead, payload, spans })
+    Ok(BatchFrame {
+        stream,
+        received_ms,
+        rows,
+        dead,
+        payload,
+        spans,
+    })
 }
 
 #[cfg(test)]
@@ -129,10 +147,26 @@ mod tests {
 
     #[test]
     fn batch_round_trip() {
-        let rows = vec![vec![Value::Str("u".into()), Value::Ts(5), Value::Float(1.5)]];
+        let rows = vec![vec![
+            Value::Str("u".into()),
+            Value::Ts(5),
+            Value::Float(1.5),
+        ]];
         let dead = vec![
-            DeadLetter { index: 1, field: Some("amount".into()), reason: "bad".into(), raw: "{}".into(), received_ms: 7 },
-            DeadLetter { index: 2, field: None, reason: "invalid JSON".into(), raw: "{".into(), received_ms: 7 },
+            DeadLetter {
+                index: 1,
+                field: Some("amount".into()),
+                reason: "bad".into(),
+                raw: "{}".into(),
+                received_ms: 7,
+            },
+            DeadLetter {
+                index: 2,
+                field: None,
+                reason: "invalid JSON".into(),
+                raw: "{".into(),
+                received_ms: 7,
+            },
         ];
         let (payload, spans) = encode("tx", 7, &rows, &dead);
         let b = decode(payload.clone()).unwrap();
@@ -141,7 +175,9 @@ mod tests {
         assert_eq!(b.dead, dead);
         assert_eq!(b.spans, spans);
         let (s, e) = spans[0];
-        let row = Decoder::new(&payload[s as usize..e as usize]).row().unwrap();
+        let row = Decoder::new(&payload[s as usize..e as usize])
+            .row()
+            .unwrap();
         assert_eq!(row, rows[0]);
         assert!(decode(payload[..20].to_vec()).is_err());
     }

@@ -190,8 +190,10 @@ impl Engine {
         std::fs::create_dir_all(&snap_dir).map_err(|e| {
             EngineError::Unavailable(format!("cannot create {}: {e}", snap_dir.display()))
         })?;
-        let (wal, report) =
-            Wal::open(WalOptions { dir: wal_dir.clone(), segment_bytes: cfg.wal_segment_bytes })?;
+        let (wal, report) = Wal::open(WalOptions {
+            dir: wal_dir.clone(),
+            segment_bytes: cfg.wal_segment_bytes,
+        })?;
 
         let mut snapshot_seq = None;
         let mut state = None;
@@ -201,8 +203,13 @@ impl Engine {
                     snapshot_seq = Some(seq);
                     state = Some(s);
                 }
-                Ok(_) => tracing::info!(seq, "snapshot is for another spec or layout; replaying the whole log"),
-                Err(e) => tracing::warn!(seq, error = %e, "snapshot unreadable; replaying the whole log"),
+                Ok(_) => tracing::info!(
+                    seq,
+                    "snapshot is for another spec or layout; replaying the whole log"
+                ),
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "snapshot unreadable; replaying the whole log")
+                }
             }
         }
         let state = state.unwrap_or_else(|| OnlineState::new(&catalog, limits));
@@ -294,21 +301,34 @@ impl Engine {
     }
 
     fn stream_index(&self, stream: &str) -> Result<usize, EngineError> {
-        self.inner.catalog.stream_index(stream).ok_or_else(|| EngineError::UnknownStream(stream.to_string()))
+        self.inner
+            .catalog
+            .stream_index(stream)
+            .ok_or_else(|| EngineError::UnknownStream(stream.to_string()))
     }
 
     fn view_index(&self, view: &str) -> Result<usize, EngineError> {
-        self.inner.catalog.view_index(view).ok_or_else(|| EngineError::UnknownView(view.to_string()))
+        self.inner
+            .catalog
+            .view_index(view)
+            .ok_or_else(|| EngineError::UnknownView(view.to_string()))
     }
 
     /// Validates a body of records and queues the good ones (and the dead
     /// letters) for the log. Returns a handle that resolves once the batch
     /// is durable and applied. CPU-bound: decode happens on the caller's thread.
-    pub fn submit(&self, stream: &str, body: &[u8], format: BodyFormat) -> Result<Submitted, EngineError> {
+    pub fn submit(
+        &self,
+        stream: &str,
+        body: &[u8],
+        format: BodyFormat,
+    ) -> Result<Submitted, EngineError> {
         let si = self.stream_index(stream)?;
         let inner = &*self.inner;
         if inner.failed.load(Ordering::Acquire) {
-            return Err(EngineError::Unavailable("an earlier WAL write failed; restart the server".into()));
+            return Err(EngineError::Unavailable(
+                "an earlier WAL write failed; restart the server".into(),
+            ));
         }
         // Admission first (fail fast when the writer is behind), then the
         // ticket that fixes this batch's place in the log.
@@ -317,7 +337,11 @@ impl Engine {
             ::metrics::counter!(metrics::INGEST_OVERLOADED_TOTAL).increment(1);
             return Err(EngineError::Overloaded);
         }
-        let mut ticket = Ticket { inner, n: inner.tickets.fetch_add(1, Ordering::AcqRel), live: true };
+        let mut ticket = Ticket {
+            inner,
+            n: inner.tickets.fetch_add(1, Ordering::AcqRel),
+            live: true,
+        };
         let parsed = parse::parse_batch(&inner.catalog.streams[si], body, format)
             .map_err(|e| EngineError::InvalidInput(e.0))?;
         let received_ms = now_ms();
@@ -335,21 +359,47 @@ impl Engine {
         let accepted = parsed.rows.len();
         let rejected: Vec<Rejection> = parsed.rejected.into_iter().map(|(r, _)| r).collect();
         let (payload, spans) = frame::encode(stream, received_ms, &parsed.rows, &dead);
-        let batch =
-            frame::BatchFrame { stream: stream.to_string(), received_ms, rows: parsed.rows, dead, payload, spans };
+        let batch = frame::BatchFrame {
+            stream: stream.to_string(),
+            received_ms,
+            rows: parsed.rows,
+            dead,
+            payload,
+            spans,
+        };
         let (ack_tx, ack_rx) = oneshot::channel();
-        let pending = PendingBatch { stream: si, batch, enqueued: Instant::now(), ack: ack_tx };
+        let pending = PendingBatch {
+            stream: si,
+            batch,
+            enqueued: Instant::now(),
+            ack: ack_tx,
+        };
         ticket.live = false;
-        if inner.tx.send(Command::Batch(ticket.n, Box::new(pending))).is_err() {
+        if inner
+            .tx
+            .send(Command::Batch(ticket.n, Box::new(pending)))
+            .is_err()
+        {
             inner.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(EngineError::Unavailable("the engine is shutting down".into()));
+            return Err(EngineError::Unavailable(
+                "the engine is shutting down".into(),
+            ));
         }
-        ::metrics::counter!(metrics::INGEST_BATCHES_TOTAL, "stream" => stream.to_string()).increment(1);
-        Ok(Submitted { rx: ack_rx, outcome: IngestOutcome { accepted, rejected } })
+        ::metrics::counter!(metrics::INGEST_BATCHES_TOTAL, "stream" => stream.to_string())
+            .increment(1);
+        Ok(Submitted {
+            rx: ack_rx,
+            outcome: IngestOutcome { accepted, rejected },
+        })
     }
 
     /// [`Engine::submit`] then wait (async) for durability.
-    pub async fn ingest(&self, stream: &str, body: &[u8], format: BodyFormat) -> Result<IngestOutcome, EngineError> {
+    pub async fn ingest(
+        &self,
+        stream: &str,
+        body: &[u8],
+        format: BodyFormat,
+    ) -> Result<IngestOutcome, EngineError> {
         self.submit(stream, body, format)?.wait().await
     }
 
@@ -376,7 +426,9 @@ impl Engine {
         let vi = self.view_index(view)?;
         let v = &self.inner.catalog.views[vi];
         if let Some(t) = as_of {
-            let wm = self.inner.state.streams[v.stream].watermark.load(Ordering::Acquire);
+            let wm = self.inner.state.streams[v.stream]
+                .watermark
+                .load(Ordering::Acquire);
             if wm != NO_WATERMARK && t < wm {
                 return Err(EngineError::InvalidInput(format!(
                     "as_of {} is before the watermark {} of stream {}; online reads look at the present",
@@ -395,14 +447,19 @@ impl Engine {
                 Timestamp(t)
             )));
         }
-        ::metrics::counter!(metrics::FEATURE_READS_TOTAL, "view" => v.name.clone()).increment(rows.len() as u64);
+        ::metrics::counter!(metrics::FEATURE_READS_TOTAL, "view" => v.name.clone())
+            .increment(rows.len() as u64);
         Ok(rows)
     }
 
     /// Names of a view's features, in order.
     pub fn feature_names(&self, view: &str) -> Result<Vec<String>, EngineError> {
         let vi = self.view_index(view)?;
-        Ok(self.inner.catalog.views[vi].features.iter().map(|f| f.name.clone()).collect())
+        Ok(self.inner.catalog.views[vi]
+            .features
+            .iter()
+            .map(|f| f.name.clone())
+            .collect())
     }
 
     /// Up to `limit` most recent records of `key` in `stream`, newest first,
@@ -415,8 +472,7 @@ impl Engine {
     ) -> Result<Vec<serde_json::Value>, EngineError> {
         let si = self.stream_index(stream)?;
         let s = &self.inner.catalog.streams[si];
-        Ok(self
-            .inner
+        self.inner
             .state
             .recent(si, key, limit)
             .into_iter()
@@ -426,7 +482,7 @@ impl Engine {
                     .map(|row| row_to_json(s, &row))
                     .map_err(EngineError::from)
             })
-            .collect::<Result<_, _>>()?)
+            .collect()
     }
 
     /// The most recent dead letters of a stream, newest first.
@@ -485,7 +541,8 @@ impl Engine {
             .tx
             .send(Command::Snapshot(tx))
             .map_err(|_| EngineError::Unavailable("the engine is shutting down".into()))?;
-        rx.blocking_recv().map_err(|_| EngineError::Internal("the WAL thread stopped".into()))?
+        rx.blocking_recv()
+            .map_err(|_| EngineError::Internal("the WAL thread stopped".into()))?
     }
 
     /// Stops the writer at once without syncing or snapshotting, as a crash
@@ -578,7 +635,12 @@ fn resolve_catalog(dir: &Path, given: Option<Spec>) -> Result<Catalog, EngineErr
             EngineError::Catalog(format!("{} is not a valid catalog: {e}", path.display()))
         })?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(EngineError::Unavailable(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(EngineError::Unavailable(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
     };
     let spec = match (given, persisted) {
         (None, None) => {
@@ -592,7 +654,10 @@ fn resolve_catalog(dir: &Path, given: Option<Spec>) -> Result<Catalog, EngineErr
         (Some(g), Some(p)) => {
             for ps in &p.streams {
                 match g.streams.iter().find(|s| s.name == ps.name) {
-                    Some(gs) if gs.fields == ps.fields && gs.key == ps.key && gs.time_field == ps.time_field => {}
+                    Some(gs)
+                        if gs.fields == ps.fields
+                            && gs.key == ps.key
+                            && gs.time_field == ps.time_field => {}
                     _ => {
                         return Err(EngineError::Catalog(format!(
                             "stream {:?} differs from the one stored in {}: changing or removing a stream's \
@@ -612,7 +677,9 @@ fn resolve_catalog(dir: &Path, given: Option<Spec>) -> Result<Catalog, EngineErr
     let tmp = dir.join(format!("{CATALOG_FILE}.tmp"));
     let text = serde_json::to_vec_pretty(&catalog.spec)
         .map_err(|e| EngineError::Internal(format!("catalog encoding: {e}")))?;
-    let io = |e: std::io::Error| EngineError::Unavailable(format!("cannot write {}: {e}", path.display()));
+    let io = |e: std::io::Error| {
+        EngineError::Unavailable(format!("cannot write {}: {e}", path.display()))
+    };
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp).map_err(io)?;

@@ -62,10 +62,16 @@ fn clip(raw: &[u8]) -> String {
 }
 
 /// Decodes and validates a body of records for `stream`.
-pub fn parse_batch(stream: &Stream, body: &[u8], format: BodyFormat) -> Result<ParsedBatch, BodyError> {
+pub fn parse_batch(
+    stream: &Stream,
+    body: &[u8],
+    format: BodyFormat,
+) -> Result<ParsedBatch, BodyError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let Some(&first) = first else {
-        return Err(BodyError("empty body: send a JSON array of records or NDJSON".into()));
+        return Err(BodyError(
+            "empty body: send a JSON array of records or NDJSON".into(),
+        ));
     };
     let format = match format {
         BodyFormat::Auto if first == b'[' => BodyFormat::JsonArray,
@@ -81,9 +87,12 @@ pub fn parse_batch(stream: &Stream, body: &[u8], format: BodyFormat) -> Result<P
 fn parse_array(stream: &Stream, body: &[u8]) -> Result<ParsedBatch, BodyError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let mut out = ParsedBatch::default();
-    de.deserialize_seq(ArrayVisitor { stream, out: &mut out })
-        .and_then(|_| de.end())
-        .map_err(|e| BodyError(format!("body is not a valid JSON array of records: {e}")))?;
+    de.deserialize_seq(ArrayVisitor {
+        stream,
+        out: &mut out,
+    })
+    .and_then(|_| de.end())
+    .map_err(|e| BodyError(format!("body is not a valid JSON array of records: {e}")))?;
     Ok(out)
 }
 
@@ -122,14 +131,22 @@ fn parse_ndjson(stream: &Stream, body: &[u8]) -> Result<ParsedBatch, BodyError> 
                 out.rejected.push((rej, clip(line)));
             }
             Err(e) => out.rejected.push((
-                Rejection { index, field: None, reason: format!("invalid JSON: {e}") },
+                Rejection {
+                    index,
+                    field: None,
+                    reason: format!("invalid JSON: {e}"),
+                },
                 clip(line),
             )),
         }
         index += 1;
     }
     if !parsed_any {
-        let reason = out.rejected.first().map(|r| r.0.reason.clone()).unwrap_or_default();
+        let reason = out
+            .rejected
+            .first()
+            .map(|r| r.0.reason.clone())
+            .unwrap_or_default();
         return Err(BodyError(format!(
             "body is not JSON: expected a JSON array of records or NDJSON ({reason})"
         )));
@@ -154,7 +171,10 @@ impl<'de> Visitor<'de> for ArrayVisitor<'_> {
         while let Some(raw) = seq.next_element::<&'de RawValue>()? {
             let text = raw.get();
             let mut de = serde_json::Deserializer::from_str(text);
-            let seed = RecordSeed { stream: self.stream, index };
+            let seed = RecordSeed {
+                stream: self.stream,
+                index,
+            };
             match seed.deserialize(&mut de) {
                 Ok(Ok(row)) => self.out.rows.push(row),
                 Ok(Err(rej)) => self.out.rejected.push((rej, clip(text.as_bytes()))),
@@ -191,34 +211,65 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<RecordResult, M::Error> {
         let fields = &self.stream.fields;
         let mut row = vec![Value::Null; fields.len()];
-        let mut seen = vec![false; fields.len()];
+        // Which fields were seen: a bitmask for up to 128 fields, else a Vec.
+        let mut seen_small = 0u128;
+        let mut seen_big = if fields.len() > 128 {
+            vec![false; fields.len()]
+        } else {
+            Vec::new()
+        };
         let mut first_err: Option<Rejection> = None;
         let reject = |first_err: &mut Option<Rejection>, field: &str, reason: String| {
             if first_err.is_none() {
-                *first_err =
-                    Some(Rejection { index: self.index, field: Some(field.to_string()), reason });
+                *first_err = Some(Rejection {
+                    index: self.index,
+                    field: Some(field.to_string()),
+                    reason,
+                });
             }
         };
+        // Producers usually write fields in declaration order: try the next
+        // one first, then search.
+        let mut next = 0usize;
         while let Some(key) = map.next_key::<KeyStr<'de>>()? {
             let key = key.0;
-            let Some(i) = fields.iter().position(|f| f.name == key.as_ref()) else {
+            let i = match fields.get(next) {
+                Some(f) if f.name == key.as_ref() => Some(next),
+                _ => fields.iter().position(|f| f.name == key.as_ref()),
+            };
+            let Some(i) = i else {
                 map.next_value::<IgnoredAny>()?;
                 if self.stream.unknown_fields == UnknownFields::Reject {
                     reject(&mut first_err, &key, "unknown field".to_string());
                 }
                 continue;
             };
+            next = i + 1;
             let v = map.next_value_seed(ValueSeed(fields[i].ty))?;
-            if seen[i] {
+            let dup = if seen_big.is_empty() {
+                let bit = 1u128 << i;
+                let d = seen_small & bit != 0;
+                seen_small |= bit;
+                d
+            } else {
+                std::mem::replace(&mut seen_big[i], true)
+            };
+            if dup {
                 reject(&mut first_err, &key, "duplicate field".to_string());
                 continue;
             }
-            seen[i] = true;
             match v {
                 Ok(v) => row[i] = v,
                 Err(reason) => reject(&mut first_err, &key, reason),
             }
         }
+        let seen = |i: usize| {
+            if seen_big.is_empty() {
+                seen_small & (1u128 << i) != 0
+            } else {
+                seen_big[i]
+            }
+        };
         if let Some(e) = first_err {
             return Ok(Err(e));
         }
@@ -226,7 +277,11 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
             let v = &row[i];
             if v.is_null() {
                 if f.required {
-                    let reason = if seen[i] { "must not be null" } else { "missing required field" };
+                    let reason = if seen(i) {
+                        "must not be null"
+                    } else {
+                        "missing required field"
+                    };
                     return Ok(Err(Rejection {
                         index: self.index,
                         field: Some(f.name.clone()),
@@ -369,7 +424,10 @@ impl<'de> Visitor<'de> for ValueSeed {
             Ok(i) => self.visit_i64(i),
             Err(_) => Ok(match self.0 {
                 FieldType::Float => Ok(Value::Float(v as f64)),
-                _ => Err(format!("the number {v} is too large for a {}", self.0.name())),
+                _ => Err(format!(
+                    "the number {v} is too large for a {}",
+                    self.0.name()
+                )),
             }),
         }
     }
@@ -464,12 +522,18 @@ mod tests {
         let r = one_bad("\"card_present\":true", "\"card_present\":\"yes\"");
         assert_eq!(r.field.as_deref(), Some("card_present"));
         let r = one_bad("\"channel\"", "\"chanel\":1,\"channel\"");
-        assert_eq!((r.field.as_deref(), r.reason.as_str()), (Some("chanel"), "unknown field"));
+        assert_eq!(
+            (r.field.as_deref(), r.reason.as_str()),
+            (Some("chanel"), "unknown field")
+        );
         let r = one_bad("2026-01-01T00:00:00.000Z", "soon");
         assert_eq!(r.field.as_deref(), Some("ts"));
         let r = one_bad("\"country\":\"US\"", "\"country\":null");
         assert_eq!(r.reason, "must not be null");
-        let r = one_bad("\"country\":\"US\"", "\"country\":\"US\",\"country\":\"FR\"");
+        let r = one_bad(
+            "\"country\":\"US\"",
+            "\"country\":\"US\",\"country\":\"FR\"",
+        );
         assert_eq!(r.reason, "duplicate field");
         let r = one_bad("\"country\":\"US\"", "\"country\":{\"a\":[1,2]}");
         assert!(r.reason.contains("an object"), "{}", r.reason);
@@ -478,7 +542,9 @@ mod tests {
     #[test]
     fn epoch_millis_and_numbers_are_accepted_where_they_fit() {
         let s = stream();
-        let rec = GOOD.replace("\"2026-01-01T00:00:00.000Z\"", "1767225600123").replace("12.5", "12");
+        let rec = GOOD
+            .replace("\"2026-01-01T00:00:00.000Z\"", "1767225600123")
+            .replace("12.5", "12");
         let b = parse_batch(&s, rec.as_bytes(), BodyFormat::Auto).unwrap();
         assert_eq!(b.rows[0][1], Value::Ts(1_767_225_600_123));
         assert_eq!(b.rows[0][2], Value::Float(12.0));
@@ -501,8 +567,17 @@ mod tests {
     #[test]
     fn a_body_that_is_not_json_fails_whole() {
         let s = stream();
-        for body in ["", "   ", "hello world", "[{\"entity_id\": 1", "<xml/>\n<a/>"] {
-            assert!(parse_batch(&s, body.as_bytes(), BodyFormat::Auto).is_err(), "{body:?}");
+        for body in [
+            "",
+            "   ",
+            "hello world",
+            "[{\"entity_id\": 1",
+            "<xml/>\n<a/>",
+        ] {
+            assert!(
+                parse_batch(&s, body.as_bytes(), BodyFormat::Auto).is_err(),
+                "{body:?}"
+            );
         }
         let b = parse_batch(&s, b"[]", BodyFormat::Auto).unwrap();
         assert_eq!((b.rows.len(), b.rejected.len()), (0, 0));

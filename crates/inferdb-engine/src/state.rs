@@ -12,6 +12,7 @@
 
 use crate::frame::{BatchFrame, DeadLetter};
 use crate::hot::{HotRecord, HotShard, HotShardSnap};
+use hashbrown::HashTable;
 use inferdb_features::{EntityState, ViewPlan};
 use inferdb_types::{Catalog, Value, stable_hash};
 use parking_lot::{Mutex, RwLock};
@@ -21,7 +22,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Sentinel for "no event yet" in a watermark.
 pub const NO_WATERMARK: i64 = i64::MIN;
-
 
 /// Limits of the in-memory tiers.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ pub struct StreamState {
 pub struct ViewState {
     /// The compiled feature plan.
     pub plan: ViewPlan,
-    shards: Vec<RwLock<foldhash::HashMap<Box<str>, EntityState>>>,
+    shards: Vec<RwLock<HashTable<ViewEntry>>>,
     default_row: Vec<Value>,
 }
 
@@ -65,6 +65,7 @@ pub struct OnlineState {
     /// Indexed like `Catalog::views`.
     pub views: Vec<ViewState>,
     limits: StateLimits,
+    hasher: KeyHasher,
 }
 
 /// A key as the string used in maps: strings as they are, ints in decimal.
@@ -76,8 +77,41 @@ pub fn key_string(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
     }
 }
 
-fn shard_of(key: &str, n: usize) -> usize {
-    (inferdb_types::value::stable_hash_str(key) % n as u64) as usize
+/// The in-memory hash of keys: computed once per row and key, it picks
+/// the shard and finds the key within it (view tables and hot tier alike).
+/// Seeded at random per process (keys come from users: no predictable
+/// collisions); nothing persisted depends on it.
+#[derive(Debug, Clone)]
+pub struct KeyHasher(foldhash::fast::FixedState);
+
+impl Default for KeyHasher {
+    fn default() -> KeyHasher {
+        use std::hash::BuildHasher;
+        // A random seed from the standard library's per-process keys.
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x1DB_u64);
+        KeyHasher(foldhash::fast::FixedState::with_seed(seed))
+    }
+}
+
+impl KeyHasher {
+    /// The hash of a key.
+    #[inline]
+    pub fn hash(&self, key: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.0.hash_one(key)
+    }
+}
+
+#[inline]
+fn shard_of(h: u64, n: usize) -> usize {
+    // High bits: the tables use the low bits and the top 7 for themselves.
+    ((h >> 32) % n as u64) as usize
+}
+
+/// One entity's state in a view table.
+struct ViewEntry {
+    key: Box<str>,
+    state: EntityState,
 }
 
 /// One evaluated feature row.
@@ -95,6 +129,7 @@ impl OnlineState {
     /// Empty state for a catalog.
     pub fn new(catalog: &Catalog, limits: StateLimits) -> OnlineState {
         let n = limits.shards.max(1);
+        let hasher = KeyHasher::default();
         let streams = catalog
             .streams
             .iter()
@@ -103,7 +138,9 @@ impl OnlineState {
                 stored: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 late: AtomicU64::new(0),
-                hot: (0..n).map(|_| Mutex::new(HotShard::default())).collect(),
+                hot: (0..n)
+                    .map(|_| Mutex::new(HotShard::new(hasher.clone())))
+                    .collect(),
                 dead: Mutex::new(VecDeque::new()),
             })
             .collect();
@@ -123,7 +160,15 @@ impl OnlineState {
                 }
             })
             .collect();
-        OnlineState { streams, views, limits: StateLimits { shards: n, ..limits } }
+        OnlineState {
+            streams,
+            views,
+            limits: StateLimits {
+                shards: n,
+                ..limits
+            },
+            hasher,
+        }
     }
 
     /// Applies one decoded batch (writer thread only, in log order).
@@ -164,7 +209,8 @@ impl OnlineState {
         st.stored.fetch_add(on_time + late, Ordering::Relaxed);
         st.late.fetch_add(late, Ordering::Relaxed);
         if !batch.dead.is_empty() {
-            st.rejected.fetch_add(batch.dead.len() as u64, Ordering::Relaxed);
+            st.rejected
+                .fetch_add(batch.dead.len() as u64, Ordering::Relaxed);
             let mut dq = st.dead.lock();
             for d in batch.dead {
                 dq.push_back(d);
@@ -185,26 +231,38 @@ impl OnlineState {
             if wm == NO_WATERMARK {
                 continue;
             }
-            let (Value::Ts(ts), Some(key)) = (&row[stream.time], key_string(&row[view.key])) else { continue };
-            let mut shard = vs.shards[shard_of(&key, n)].write();
-            match shard.get_mut(key.as_ref()) {
-                Some(e) => e.insert(&vs.plan, *ts, row, wm),
-                None => {
-                    let mut e = EntityState::new(&vs.plan);
-                    e.insert(&vs.plan, *ts, row, wm);
-                    shard.insert(key.as_ref().into(), e);
-                }
-            }
+            let (Value::Ts(ts), Some(key)) = (&row[stream.time], key_string(&row[view.key])) else {
+                continue;
+            };
+            let h = self.hasher.hash(&key);
+            let hasher = &self.hasher;
+            let mut shard = vs.shards[shard_of(h, n)].write();
+            let entry = shard
+                .entry(h, |e| *e.key == *key, |e| hasher.hash(&e.key))
+                .or_insert_with(|| ViewEntry {
+                    key: key.as_ref().into(),
+                    state: EntityState::new(&vs.plan),
+                });
+            entry.into_mut().state.insert(&vs.plan, *ts, row, wm);
         }
     }
 
     fn apply_hot(&self, stream: &inferdb_types::Stream, st: &StreamState, batch: &BatchFrame) {
         let n = self.limits.shards;
         for (row, &(s0, s1)) in batch.rows.iter().zip(&batch.spans) {
-            let (Value::Ts(ts), Some(key)) = (&row[stream.time], key_string(&row[stream.key])) else { continue };
-            let bytes: Box<[u8]> = batch.payload.get(s0 as usize..s1 as usize).unwrap_or_default().into();
-            st.hot[shard_of(&key, n)].lock().push(
+            let (Value::Ts(ts), Some(key)) = (&row[stream.time], key_string(&row[stream.key]))
+            else {
+                continue;
+            };
+            let bytes: Box<[u8]> = batch
+                .payload
+                .get(s0 as usize..s1 as usize)
+                .unwrap_or_default()
+                .into();
+            let h = self.hasher.hash(&key);
+            st.hot[shard_of(h, n)].lock().push(
                 &key,
+                h,
                 *ts,
                 bytes,
                 self.limits.hot_records_per_entity,
@@ -214,7 +272,13 @@ impl OnlineState {
     }
 
     /// Evaluates a view for `keys` at `t` (or the stream's watermark).
-    pub fn read(&self, catalog: &Catalog, view_idx: usize, keys: &[&str], t: Option<i64>) -> Vec<FeatureRow> {
+    pub fn read(
+        &self,
+        catalog: &Catalog,
+        view_idx: usize,
+        keys: &[&str],
+        t: Option<i64>,
+    ) -> Vec<FeatureRow> {
         let view = &catalog.views[view_idx];
         let vs = &self.views[view_idx];
         let wm = self.streams[view.stream].watermark.load(Ordering::Acquire);
@@ -222,9 +286,14 @@ impl OnlineState {
         let n = self.limits.shards;
         keys.iter()
             .map(|key| {
-                let shard = vs.shards[shard_of(key, n)].read();
-                let Some(e) = shard.get(*key) else {
-                    return FeatureRow { found: false, values: vs.default_row.clone(), as_of: base_t };
+                let h = self.hasher.hash(key);
+                let shard = vs.shards[shard_of(h, n)].read();
+                let Some(e) = shard.find(h, |e| *e.key == **key).map(|e| &e.state) else {
+                    return FeatureRow {
+                        found: false,
+                        values: vs.default_row.clone(),
+                        as_of: base_t,
+                    };
                 };
                 let mut t = base_t.unwrap_or(i64::MIN);
                 let mut values = Vec::with_capacity(vs.plan.len());
@@ -238,7 +307,11 @@ impl OnlineState {
                     values.clear();
                     let _ = e.eval(&vs.plan, t, &mut values);
                 }
-                FeatureRow { found: true, values, as_of: Some(t) }
+                FeatureRow {
+                    found: true,
+                    values,
+                    as_of: Some(t),
+                }
             })
             .collect()
     }
@@ -246,22 +319,40 @@ impl OnlineState {
     /// Up to `limit` recent records of `key`, newest first.
     pub fn recent(&self, stream_idx: usize, key: &str, limit: usize) -> Vec<HotRecord> {
         let st = &self.streams[stream_idx];
-        st.hot[shard_of(key, self.limits.shards)].lock().recent(key, limit)
+        let h = self.hasher.hash(key);
+        st.hot[shard_of(h, self.limits.shards)]
+            .lock()
+            .recent(key, h, limit)
     }
 
     /// The most recent dead letters of a stream, newest first.
     pub fn dead_letters(&self, stream_idx: usize, limit: usize) -> Vec<DeadLetter> {
-        self.streams[stream_idx].dead.lock().iter().rev().take(limit).cloned().collect()
+        self.streams[stream_idx]
+            .dead
+            .lock()
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// Number of keys with state in a view.
     pub fn entity_count(&self, view_idx: usize) -> usize {
-        self.views[view_idx].shards.iter().map(|s| s.read().len()).sum()
+        self.views[view_idx]
+            .shards
+            .iter()
+            .map(|s| s.read().len())
+            .sum()
     }
 
     /// Bytes held by a stream's hot tier.
     pub fn hot_bytes(&self, stream_idx: usize) -> usize {
-        self.streams[stream_idx].hot.iter().map(|s| s.lock().bytes()).sum()
+        self.streams[stream_idx]
+            .hot
+            .iter()
+            .map(|s| s.lock().bytes())
+            .sum()
     }
 
     /// Serializes everything (writer thread only, so nothing changes meanwhile).
@@ -278,13 +369,26 @@ impl OnlineState {
                 dead: s.dead.lock().iter().cloned().collect(),
             })
             .collect();
-        let guards: Vec<Vec<_>> =
-            self.views.iter().map(|v| v.shards.iter().map(|s| s.read()).collect()).collect();
+        let guards: Vec<Vec<_>> = self
+            .views
+            .iter()
+            .map(|v| v.shards.iter().map(|s| s.read()).collect())
+            .collect();
         let views = guards
             .iter()
-            .map(|g| g.iter().flat_map(|s| s.iter().map(|(k, e)| (k.as_ref(), e))).collect())
+            .map(|g| {
+                g.iter()
+                    .flat_map(|s| s.iter().map(|e| (e.key.as_ref(), &e.state)))
+                    .collect()
+            })
             .collect();
-        let snap = SnapshotRef { spec: spec_fingerprint(catalog), seq, shards: self.limits.shards, streams, views };
+        let snap = SnapshotRef {
+            spec: spec_fingerprint(catalog),
+            seq,
+            shards: self.limits.shards,
+            streams,
+            views,
+        };
         postcard::to_allocvec(&snap)
     }
 
@@ -313,14 +417,23 @@ impl OnlineState {
                 return Ok(None);
             }
             for (h, hs) in st.hot.iter().zip(s.hot) {
-                *h.lock() = HotShard::from_snap(hs);
+                *h.lock() = HotShard::from_snap(hs, state.hasher.clone());
             }
             *st.dead.lock() = s.dead.into();
         }
         let n = state.limits.shards;
+        let hasher = &state.hasher;
         for (vs, entities) in state.views.iter().zip(snap.views) {
             for (k, e) in entities {
-                vs.shards[shard_of(&k, n)].write().insert(k.into(), e);
+                let h = hasher.hash(&k);
+                vs.shards[shard_of(h, n)].write().insert_unique(
+                    h,
+                    ViewEntry {
+                        key: k.into(),
+                        state: e,
+                    },
+                    |e| hasher.hash(&e.key),
+                );
             }
         }
         Ok(Some((state, snap.seq)))

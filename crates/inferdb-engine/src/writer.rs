@@ -24,9 +24,9 @@ use crate::state::OnlineState;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use inferdb_storage::{FsyncPolicy, Wal, write_snapshot};
 use inferdb_types::Catalog;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -90,7 +90,7 @@ impl Sequencer {
     }
 
     /// Moves the batches whose turn has come into `group`.
-    fn release(&mut self, group: &mut Vec<Box<PendingBatch>>, max: usize) {
+    fn release(&mut self, group: &mut Vec<PendingBatch>, max: usize) {
         while group.len() < max {
             match self.waiting.first_key_value() {
                 Some((&t, _)) if t == self.next => {}
@@ -98,7 +98,7 @@ impl Sequencer {
             }
             self.next += 1;
             if let Some(Some(b)) = self.waiting.pop_first().map(|(_, b)| b) {
-                group.push(b);
+                group.push(*b);
             }
         }
     }
@@ -109,9 +109,11 @@ impl Writer {
         let mut last_snapshot = Instant::now();
         let mut snapshot_seq = self.applied_seq.load(Ordering::Acquire);
         let mut seq = Sequencer::default();
-        let mut group: Vec<Box<PendingBatch>> = Vec::with_capacity(self.max_group);
+        let mut group: Vec<PendingBatch> = Vec::with_capacity(self.max_group);
         let mut control: Vec<Command> = Vec::new();
-        let idle = self.snapshot_interval.clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let idle = self
+            .snapshot_interval
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
         loop {
             let first = match rx.recv_timeout(idle) {
                 Ok(c) => Some(c),
@@ -182,7 +184,9 @@ impl Writer {
                         }
                         for (_, b) in std::mem::take(&mut seq.waiting) {
                             if let Some(b) = b {
-                                let _ = b.ack.send(Err(EngineError::Unavailable("shutting down".into())));
+                                let _ = b
+                                    .ack
+                                    .send(Err(EngineError::Unavailable("shutting down".into())));
                             }
                         }
                         self.finish();
@@ -207,14 +211,14 @@ impl Writer {
         }
     }
 
-    fn fail_all(&self, group: &mut Vec<Box<PendingBatch>>, why: &str) {
+    fn fail_all(&self, group: &mut Vec<PendingBatch>, why: &str) {
         for b in group.drain(..) {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             let _ = b.ack.send(Err(EngineError::Unavailable(why.to_string())));
         }
     }
 
-    fn commit(&mut self, group: &mut Vec<Box<PendingBatch>>) {
+    fn commit(&mut self, group: &mut Vec<PendingBatch>) {
         if self.failed.load(Ordering::Acquire) {
             self.fail_all(group, "an earlier WAL write failed; restart the server");
             return;
@@ -257,7 +261,6 @@ impl Writer {
         metrics::counter!(m::WAL_BYTES_TOTAL).increment(bytes);
         let t = Instant::now();
         for (b, seq) in group.drain(..).zip(seqs) {
-            let b = *b;
             let stream = &self.catalog.streams[b.stream].name;
             let dead = b.batch.dead.len() as u64;
             let (on_time, late) = self.state.apply(&self.catalog, b.stream, b.batch);
@@ -287,7 +290,12 @@ impl Writer {
         write_snapshot(&self.snapshot_dir, seq, &bytes)?;
         metrics::counter!(m::SNAPSHOTS_TOTAL).increment(1);
         metrics::histogram!(m::SNAPSHOT_SECONDS).record(t.elapsed().as_secs_f64());
-        tracing::info!(seq, bytes = bytes.len(), ms = t.elapsed().as_millis() as u64, "snapshot written");
+        tracing::info!(
+            seq,
+            bytes = bytes.len(),
+            ms = t.elapsed().as_millis() as u64,
+            "snapshot written"
+        );
         Ok(seq)
     }
 }

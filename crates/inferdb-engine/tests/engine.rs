@@ -10,7 +10,9 @@ const SPEC: &str = include_str!("../../../examples/payments/spec.toml");
 
 /// A deterministic little stream: (user, ts ms, amount, merchant).
 fn events(n: usize, seed: u64) -> Vec<(String, i64, f64, String)> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
         x ^= x << 13;
         x ^= x >> 7;
@@ -21,7 +23,11 @@ fn events(n: usize, seed: u64) -> Vec<(String, i64, f64, String)> {
     (0..n)
         .map(|_| {
             t += (next() % 20_000) as i64; // up to 20 s between events
-            let jitter = if next() % 10 == 0 { (next() % 4_000) as i64 } else { 0 };
+            let jitter = if next() % 10 == 0 {
+                (next() % 4_000) as i64
+            } else {
+                0
+            };
             let user = format!("user_{:06}", next() % 20);
             let amount = (next() % 100_000) as f64 / 100.0;
             let merchant = format!("m_{:04}", next() % 30);
@@ -66,7 +72,11 @@ fn naive(evs: &[(String, i64, f64, String)]) -> (i64, BTreeMap<String, Vec<Value
     let users: std::collections::BTreeSet<&String> = kept.iter().map(|e| &e.0).collect();
     for u in users {
         let mine: Vec<_> = kept.iter().filter(|e| &e.0 == u).collect();
-        let win = |w: i64| mine.iter().filter(move |e| e.1 > t - w && e.1 <= t).collect::<Vec<_>>();
+        let win = |w: i64| {
+            mine.iter()
+                .filter(move |e| e.1 > t - w && e.1 <= t)
+                .collect::<Vec<_>>()
+        };
         let (m5, h1, d1) = (win(300_000), win(3_600_000), win(86_400_000));
         let amounts: Vec<f64> = d1.iter().map(|e| e.2).collect();
         let n = amounts.len() as f64;
@@ -74,7 +84,12 @@ fn naive(evs: &[(String, i64, f64, String)]) -> (i64, BTreeMap<String, Vec<Value
         let var = amounts.iter().map(|a| (a - avg) * (a - avg)).sum::<f64>() / n;
         let distinct: std::collections::BTreeSet<&String> = d1.iter().map(|e| &e.3).collect();
         // last by event time, ties to the later arrival
-        let last = mine.iter().enumerate().max_by_key(|(i, e)| (e.1, *i)).unwrap().1;
+        let last = mine
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, e)| (e.1, *i))
+            .unwrap()
+            .1;
         let row = vec![
             Value::Int(m5.len() as i64),
             Value::Int(h1.len() as i64),
@@ -120,7 +135,9 @@ fn features_equal_naive_recomputation_and_survive_restart() {
     let evs = events(3_000, 7);
     let engine = Engine::open(config(dir.path())).unwrap();
     for chunk in evs.chunks(500) {
-        let out = engine.ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto).unwrap();
+        let out = engine
+            .ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto)
+            .unwrap();
         assert_eq!((out.accepted, out.rejected.len()), (chunk.len(), 0));
     }
     check_against_naive(&engine, &evs);
@@ -134,18 +151,34 @@ fn features_equal_naive_recomputation_and_survive_restart() {
     assert!(engine.recovery().snapshot_seq.is_some());
     assert_eq!(engine.recovery().frames_replayed, 0);
     check_against_naive(&engine, &evs);
-    assert_eq!(engine.stream_stats("transactions").unwrap().events_late, late);
+    assert_eq!(
+        engine.stream_stats("transactions").unwrap().events_late,
+        late
+    );
 
     // More events after the snapshot, then a restart without a final
     // snapshot (the engine is leaked: its writer never runs shutdown).
-    let more = events(1_000, 8).into_iter().map(|(u, t, a, m)| (u, t + 60_000_000, a, m)).collect::<Vec<_>>();
-    engine.ingest_blocking("transactions", ndjson(&more).as_bytes(), BodyFormat::Auto).unwrap();
+    let more = events(1_000, 8)
+        .into_iter()
+        .map(|(u, t, a, m)| (u, t + 60_000_000, a, m))
+        .collect::<Vec<_>>();
+    engine
+        .ingest_blocking("transactions", ndjson(&more).as_bytes(), BodyFormat::Auto)
+        .unwrap();
     engine.abort();
     let engine = Engine::open(config(dir.path())).unwrap();
-    assert_eq!(engine.recovery().frames_replayed, 1, "{:?}", engine.recovery());
+    assert_eq!(
+        engine.recovery().frames_replayed,
+        1,
+        "{:?}",
+        engine.recovery()
+    );
     let all: Vec<_> = evs.iter().cloned().chain(more).collect();
     check_against_naive(&engine, &all);
-    assert_eq!(engine.stream_stats("transactions").unwrap().events_stored, 4_000);
+    assert_eq!(
+        engine.stream_stats("transactions").unwrap().events_stored,
+        4_000
+    );
     engine.shutdown();
 }
 
@@ -155,7 +188,9 @@ fn bad_records_become_dead_letters_and_good_ones_stay() {
     let engine = Engine::open(config(dir.path())).unwrap();
     let good = ndjson(&events(3, 1));
     let body = format!("{good}\n{{\"entity_id\":\"u\",\"ts\":5,\"amount\":-1}}\nnot json\n");
-    let out = engine.ingest_blocking("transactions", body.as_bytes(), BodyFormat::Auto).unwrap();
+    let out = engine
+        .ingest_blocking("transactions", body.as_bytes(), BodyFormat::Auto)
+        .unwrap();
     assert_eq!(out.accepted, 3);
     assert_eq!(out.rejected.len(), 2);
     assert_eq!(out.rejected[0].index, 3);
@@ -169,7 +204,11 @@ fn bad_records_become_dead_letters_and_good_ones_stay() {
     let s = engine.stream_stats("transactions").unwrap();
     assert_eq!((s.events_stored, s.events_rejected), (3, 2));
     assert_eq!(engine.dead_letters("transactions", 10).unwrap().len(), 2);
-    assert!(engine.ingest_blocking("nope", b"{}", BodyFormat::Auto).is_err());
+    assert!(
+        engine
+            .ingest_blocking("nope", b"{}", BodyFormat::Auto)
+            .is_err()
+    );
 }
 
 #[test]
@@ -182,7 +221,9 @@ fn late_events_are_stored_but_do_not_change_windows() {
         ("user_a".to_string(), t0 + 96_000, 20.0, "m_2".to_string()), // 4 s late: counts
         ("user_a".to_string(), t0 + 90_000, 40.0, "m_3".to_string()), // 10 s late: late
     ];
-    engine.ingest_blocking("transactions", ndjson(&evs).as_bytes(), BodyFormat::Auto).unwrap();
+    engine
+        .ingest_blocking("transactions", ndjson(&evs).as_bytes(), BodyFormat::Auto)
+        .unwrap();
     let s = engine.stream_stats("transactions").unwrap();
     assert_eq!((s.events_stored, s.events_late), (3, 1));
     let r = &engine.read_features("user_txn", &["user_a"], None).unwrap()[0];
@@ -190,12 +231,28 @@ fn late_events_are_stored_but_do_not_change_windows() {
     assert_eq!(r.values[3], Value::Float(30.0));
     assert_eq!(r.values[9], Value::Float(10.0), "last = latest event time");
     // The late record is still in the entity's recent records.
-    assert_eq!(engine.recent_records("transactions", "user_a", 10).unwrap().len(), 3);
+    assert_eq!(
+        engine
+            .recent_records("transactions", "user_a", 10)
+            .unwrap()
+            .len(),
+        3
+    );
     // as_of in the future slides the windows; before the watermark is refused.
-    let later = engine.read_features("user_txn", &["user_a"], Some(t0 + 100_000 + 301_000)).unwrap();
-    assert_eq!(later[0].values[0], Value::Int(0), "5 min window is empty 5 min later");
+    let later = engine
+        .read_features("user_txn", &["user_a"], Some(t0 + 100_000 + 301_000))
+        .unwrap();
+    assert_eq!(
+        later[0].values[0],
+        Value::Int(0),
+        "5 min window is empty 5 min later"
+    );
     assert_eq!(later[0].values[1], Value::Int(2));
-    assert!(engine.read_features("user_txn", &["user_a"], Some(t0)).is_err());
+    assert!(
+        engine
+            .read_features("user_txn", &["user_a"], Some(t0))
+            .is_err()
+    );
     let missing = &engine.read_features("user_txn", &["nobody"], None).unwrap()[0];
     assert!(!missing.found);
     assert_eq!(missing.values[0], Value::Int(0));
@@ -207,7 +264,9 @@ fn spec_changes_rebuild_views_and_stream_changes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let evs = events(500, 3);
     let engine = Engine::open(config(dir.path())).unwrap();
-    engine.ingest_blocking("transactions", ndjson(&evs).as_bytes(), BodyFormat::Auto).unwrap();
+    engine
+        .ingest_blocking("transactions", ndjson(&evs).as_bytes(), BodyFormat::Auto)
+        .unwrap();
     engine.shutdown();
 
     // A new view over the same stream is built from the log.
@@ -218,14 +277,20 @@ fn spec_changes_rebuild_views_and_stream_changes_are_refused() {
     let mut c = config(dir.path());
     c.spec = Some(Catalog::from_toml(&spec2).unwrap().spec);
     let engine = Engine::open(c).unwrap();
-    assert!(engine.recovery().snapshot_seq.is_none(), "old snapshot must not be used");
+    assert!(
+        engine.recovery().snapshot_seq.is_none(),
+        "old snapshot must not be used"
+    );
     let keys: Vec<String> = (0..30).map(|i| format!("m_{i:04}")).collect();
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let total: i64 = engine
         .read_features("by_merchant_sum", &refs, None)
         .unwrap()
         .iter()
-        .map(|r| match r.values[0] { Value::Int(n) => n, _ => 0 })
+        .map(|r| match r.values[0] {
+            Value::Int(n) => n,
+            _ => 0,
+        })
         .sum();
     let stored = engine.stream_stats("transactions").unwrap();
     assert_eq!(total as u64, stored.events_stored - stored.events_late);
@@ -251,12 +316,17 @@ fn torn_tail_of_the_log_is_cut_and_the_rest_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(config(dir.path())).unwrap();
     for chunk in events(300, 5).chunks(100) {
-        engine.ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto).unwrap();
+        engine
+            .ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto)
+            .unwrap();
     }
     engine.abort();
     // Append half a frame of garbage to the last segment.
     let wal = dir.path().join("wal");
-    let mut segs: Vec<_> = std::fs::read_dir(&wal).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut segs: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     segs.sort();
     let last = segs.last().unwrap();
     let mut bytes = std::fs::read(last).unwrap();
@@ -264,9 +334,21 @@ fn torn_tail_of_the_log_is_cut_and_the_rest_recovers() {
     std::fs::write(last, bytes).unwrap();
     let engine = Engine::open(config(dir.path())).unwrap();
     assert!(engine.recovery().truncated_bytes > 0);
-    assert_eq!(engine.stream_stats("transactions").unwrap().events_stored, 300);
-    engine.ingest_blocking("transactions", ndjson(&events(10, 6)).as_bytes(), BodyFormat::Auto).unwrap();
+    assert_eq!(
+        engine.stream_stats("transactions").unwrap().events_stored,
+        300
+    );
+    engine
+        .ingest_blocking(
+            "transactions",
+            ndjson(&events(10, 6)).as_bytes(),
+            BodyFormat::Auto,
+        )
+        .unwrap();
     engine.shutdown();
     let engine = Engine::open(config(dir.path())).unwrap();
-    assert_eq!(engine.stream_stats("transactions").unwrap().events_stored, 310);
+    assert_eq!(
+        engine.stream_stats("transactions").unwrap().events_stored,
+        310
+    );
 }

@@ -181,7 +181,9 @@ fn print_ingest(r: &IngestResult, fsync: FsyncPolicy) {
 
 /// Where the server spent its time, from its own histograms.
 fn print_server_timings() {
-    let Some(h) = crate::metrics::handle() else { return };
+    let Some(h) = crate::metrics::handle() else {
+        return;
+    };
     let text = h.render();
     let sum = |name: &str| -> (f64, f64) {
         let get = |suffix: &str| {

@@ -76,8 +76,14 @@ impl<'a> Decoder<'a> {
 
     /// The next `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], TypesError> {
-        let end = self.pos.checked_add(n).ok_or(TypesError::Codec("length overflow"))?;
-        let s = self.buf.get(self.pos..end).ok_or(TypesError::Codec("truncated"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(TypesError::Codec("length overflow"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(TypesError::Codec("truncated"))?;
         self.pos = end;
         Ok(s)
     }
@@ -146,7 +152,9 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::Int),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::Float),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::Float),
             ".{0,20}".prop_map(|s| Value::Str(s.into())),
             any::<i64>().prop_map(Value::Ts),
         ]

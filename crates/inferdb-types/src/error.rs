@@ -28,7 +28,9 @@ pub enum TypesError {
     #[error("spec is not valid: {0}")]
     SpecInvalid(String),
     /// A duration such as `5m` could not be parsed.
-    #[error("invalid duration {0:?}: expected a number followed by ms, s, m, h or d (e.g. 5m, 24h)")]
+    #[error(
+        "invalid duration {0:?}: expected a number followed by ms, s, m, h or d (e.g. 5m, 24h)"
+    )]
     Duration(String),
     /// A timestamp could not be parsed.
     #[error("invalid timestamp {0:?}: expected RFC 3339 or epoch milliseconds")]

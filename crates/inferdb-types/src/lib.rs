@@ -14,7 +14,7 @@ pub mod value;
 
 pub use error::{ErrorKind, TypesError};
 pub use spec::{
-    Agg, Catalog, Feature, Field, FieldSpec, FeatureSpec, Spec, Stream, StreamSpec, UnknownFields,
+    Agg, Catalog, Feature, FeatureSpec, Field, FieldSpec, Spec, Stream, StreamSpec, UnknownFields,
     View, ViewSpec,
 };
 pub use time::{Timestamp, parse_duration_ms};

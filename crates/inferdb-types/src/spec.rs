@@ -265,7 +265,10 @@ impl Catalog {
             for f in &s.fields {
                 check_name(&format!("stream {}: field", s.name), &f.name)?;
                 if fields.iter().any(|x| x.name == f.name) {
-                    return bad(format!("stream {}: field {:?} is declared twice", s.name, f.name));
+                    return bad(format!(
+                        "stream {}: field {:?} is declared twice",
+                        s.name, f.name
+                    ));
                 }
                 if f.values.is_some() && f.ty != FieldType::String {
                     return bad(format!(
@@ -284,7 +287,10 @@ impl Catalog {
                 if let (Some(lo), Some(hi)) = (f.min, f.max)
                     && lo > hi
                 {
-                    return bad(format!("stream {}: field {}: min {lo} > max {hi}", s.name, f.name));
+                    return bad(format!(
+                        "stream {}: field {}: min {lo} > max {hi}",
+                        s.name, f.name
+                    ));
                 }
                 let values = f.values.clone().map(|mut v| {
                     v.sort();
@@ -354,7 +360,11 @@ impl Catalog {
                     "view {}: unknown stream {:?} (streams: {})",
                     v.name,
                     v.stream,
-                    streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    streams
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             };
             let stream = &streams[si];
@@ -368,7 +378,10 @@ impl Catalog {
                 ));
             };
             if !matches!(stream.fields[key].ty, FieldType::String | FieldType::Int) {
-                return bad(format!("view {}: key field {} must be a string or int", v.name, v.key));
+                return bad(format!(
+                    "view {}: key field {} must be a string or int",
+                    v.name, v.key
+                ));
             }
             if v.features.is_empty() {
                 return bad(format!("view {}: declares no features", v.name));
@@ -420,12 +433,26 @@ impl Catalog {
                             .map_err(|e| TypesError::SpecInvalid(format!("{ctx}: window: {e}")))?,
                     ),
                 };
-                features.push(Feature { name: f.name.clone(), agg: f.agg, field, window_ms });
+                features.push(Feature {
+                    name: f.name.clone(),
+                    agg: f.agg,
+                    field,
+                    window_ms,
+                });
             }
-            views.push(View { name: v.name.clone(), stream: si, key, features });
+            views.push(View {
+                name: v.name.clone(),
+                stream: si,
+                key,
+                features,
+            });
             streams[si].views.push(views.len() - 1);
         }
-        Ok(Catalog { spec, streams, views })
+        Ok(Catalog {
+            spec,
+            streams,
+            views,
+        })
     }
 
     /// The named stream's index.
@@ -440,7 +467,11 @@ impl Catalog {
 }
 
 fn names(fields: &[Field]) -> String {
-    fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+    fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), TypesError> {
@@ -493,7 +524,10 @@ features = [
         let s = &c.streams[0];
         assert_eq!((s.key, s.time, s.lateness_ms), (0, 1, 5_000));
         assert_eq!(s.views, vec![0]);
-        assert_eq!(s.fields[4].values.as_deref(), Some(&["a".to_string(), "b".to_string()][..]));
+        assert_eq!(
+            s.fields[4].values.as_deref(),
+            Some(&["a".to_string(), "b".to_string()][..])
+        );
         let v = &c.views[0];
         assert_eq!(v.features[1].field, Some(2));
         assert_eq!(v.features[1].window_ms, Some(3_600_000));
@@ -511,7 +545,10 @@ features = [
 
     #[test]
     fn bad_specs_are_refused_naming_the_item() {
-        let e = refused(r#"field = "amount", window = "1h""#, r#"field = "amout", window = "1h""#);
+        let e = refused(
+            r#"field = "amount", window = "1h""#,
+            r#"field = "amout", window = "1h""#,
+        );
         assert!(e.contains("amout") && e.contains("s1h"), "{e}");
         let e = refused(r#"agg = "sum""#, r#"agg = "median""#);
         assert!(e.contains("median"), "{e}");
@@ -523,11 +560,17 @@ features = [
         assert!(e.contains("decimal"), "{e}");
         let e = refused(r#"lateness = "5s""#, r#"latenes = "5s""#);
         assert!(e.contains("latenes"), "{e}");
-        let e = refused(r#"field = "amount", window = "1h""#, r#"field = "category", window = "1h""#);
+        let e = refused(
+            r#"field = "amount", window = "1h""#,
+            r#"field = "category", window = "1h""#,
+        );
         assert!(e.contains("numeric") && e.contains("category"), "{e}");
-        let e = refused(r#"key = "entity_id"
-time_field"#, r#"key = "nope"
-time_field"#);
+        let e = refused(
+            r#"key = "entity_id"
+time_field"#,
+            r#"key = "nope"
+time_field"#,
+        );
         assert!(e.contains("nope"), "{e}");
     }
 }
