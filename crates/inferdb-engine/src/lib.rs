@@ -128,7 +128,16 @@ pub struct RecoveryInfo {
     pub millis: u64,
 }
 
+/// Metric handles registered once at open (a labelled macro call per
+/// request would hash and allocate its labels every time).
+struct Handles {
+    reads: Vec<::metrics::Counter>,
+    batches: Vec<::metrics::Counter>,
+    overloaded: ::metrics::Counter,
+}
+
 struct Inner {
+    handles: Handles,
     catalog: Arc<Catalog>,
     state: Arc<OnlineState>,
     tx: Sender<Command>,
@@ -258,13 +267,28 @@ impl Engine {
             failed: failed.clone(),
             queued: queued.clone(),
             lock,
+            events: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("inferdb-wal".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| EngineError::Internal(format!("cannot start the WAL thread: {e}")))?;
+        let handles = Handles {
+            reads: catalog
+                .views
+                .iter()
+                .map(|v| ::metrics::counter!(metrics::FEATURE_READS_TOTAL, "view" => v.name.clone()))
+                .collect(),
+            batches: catalog
+                .streams
+                .iter()
+                .map(|s| ::metrics::counter!(metrics::INGEST_BATCHES_TOTAL, "stream" => s.name.clone()))
+                .collect(),
+            overloaded: ::metrics::counter!(metrics::INGEST_OVERLOADED_TOTAL),
+        };
         Ok(Engine {
             inner: Arc::new(Inner {
+                handles,
                 catalog,
                 state,
                 tx,
@@ -334,7 +358,7 @@ impl Engine {
         // ticket that fixes this batch's place in the log.
         if inner.queued.fetch_add(1, Ordering::AcqRel) >= inner.queue_depth {
             inner.queued.fetch_sub(1, Ordering::AcqRel);
-            ::metrics::counter!(metrics::INGEST_OVERLOADED_TOTAL).increment(1);
+            inner.handles.overloaded.increment(1);
             return Err(EngineError::Overloaded);
         }
         let mut ticket = Ticket {
@@ -385,8 +409,7 @@ impl Engine {
                 "the engine is shutting down".into(),
             ));
         }
-        ::metrics::counter!(metrics::INGEST_BATCHES_TOTAL, "stream" => stream.to_string())
-            .increment(1);
+        inner.handles.batches[si].increment(1);
         Ok(Submitted {
             rx: ack_rx,
             outcome: IngestOutcome { accepted, rejected },
@@ -447,8 +470,7 @@ impl Engine {
                 Timestamp(t)
             )));
         }
-        ::metrics::counter!(metrics::FEATURE_READS_TOTAL, "view" => v.name.clone())
-            .increment(rows.len() as u64);
+        self.inner.handles.reads[vi].increment(rows.len() as u64);
         Ok(rows)
     }
 

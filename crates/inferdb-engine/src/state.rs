@@ -271,6 +271,25 @@ impl OnlineState {
         }
     }
 
+    /// Housekeeping (writer thread): advances every entity of shard
+    /// `shard % shards` of every view to its stream's watermark, freeing the
+    /// window state of entities that went quiet (reads stay correct without
+    /// it, but pay for discounting their expired events).
+    pub fn housekeep(&self, catalog: &Catalog, shard: usize) {
+        let n = self.limits.shards;
+        for (vi, vs) in self.views.iter().enumerate() {
+            let wm = self.streams[catalog.views[vi].stream]
+                .watermark
+                .load(Ordering::Acquire);
+            if wm == NO_WATERMARK {
+                continue;
+            }
+            for e in vs.shards[shard % n].write().iter_mut() {
+                e.state.advance(&vs.plan, wm);
+            }
+        }
+    }
+
     /// Evaluates a view for `keys` at `t` (or the stream's watermark).
     pub fn read(
         &self,
@@ -472,4 +491,53 @@ struct StreamSnap {
     late: u64,
     hot: Vec<HotShardSnap>,
     dead: Vec<DeadLetter>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame;
+
+    #[test]
+    fn housekeeping_changes_no_feature_value() {
+        let catalog =
+            Catalog::from_toml(include_str!("../../../examples/payments/spec.toml")).unwrap();
+        let limits = StateLimits {
+            shards: 4,
+            hot_records_per_entity: 10,
+            hot_tier_bytes: 1 << 20,
+            dead_letters_kept: 10,
+        };
+        let state = OnlineState::new(&catalog, limits);
+        let t0 = 1_767_225_600_000i64;
+        let row = |u: &str, ts: i64, a: f64| {
+            vec![
+                Value::Str(u.into()),
+                Value::Ts(ts),
+                Value::Float(a),
+                Value::Str(format!("m_{}", ts % 7).into()),
+                Value::Str("fuel".into()),
+                Value::Str("FR".into()),
+                Value::Str("web".into()),
+                Value::Bool(false),
+            ]
+        };
+        // "a" is busy early, then only "b" sends for two hours.
+        let mut rows: Vec<Vec<Value>> = (0..200)
+            .map(|i| row("a", t0 + i * 1_000, i as f64))
+            .collect();
+        rows.extend((0..100).map(|i| row("b", t0 + 7_200_000 + i * 60_000, 1.0)));
+        let (payload, _) = frame::encode("transactions", 0, &rows, &[]);
+        state.apply(&catalog, 0, frame::decode(payload).unwrap());
+        let keys = ["a", "b"];
+        let before = state.read(&catalog, 0, &keys, None);
+        for s in 0..4 {
+            state.housekeep(&catalog, s);
+        }
+        let after = state.read(&catalog, 0, &keys, None);
+        assert_eq!(before, after);
+        // a's events left the 1h window but are still in the 24h one.
+        assert_eq!(after[0].values[1], Value::Int(0));
+        assert_eq!(after[0].values[2], Value::Int(200));
+    }
 }

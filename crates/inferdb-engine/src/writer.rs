@@ -75,6 +75,8 @@ pub(crate) struct Writer {
     pub queued: Arc<AtomicUsize>,
     /// Held while the writer runs: one process per data directory.
     pub lock: std::fs::File,
+    /// Per stream: accepted, late and rejected event counters.
+    pub events: Vec<[metrics::Counter; 3]>,
 }
 
 /// Puts ticketed batches back in order.
@@ -106,6 +108,16 @@ impl Sequencer {
 
 impl Writer {
     pub fn run(mut self, rx: Receiver<Command>) {
+        self.events = self
+            .catalog
+            .streams
+            .iter()
+            .map(|s| {
+                ["accepted", "late", "rejected"].map(|outcome| {
+                    metrics::counter!(m::INGEST_EVENTS_TOTAL, "stream" => s.name.clone(), "outcome" => outcome)
+                })
+            })
+            .collect();
         let mut last_snapshot = Instant::now();
         let mut snapshot_seq = self.applied_seq.load(Ordering::Acquire);
         let mut seq = Sequencer::default();
@@ -114,10 +126,15 @@ impl Writer {
         let idle = self
             .snapshot_interval
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let (mut housekeep_shard, mut groups) = (0usize, 0u64);
         loop {
             let first = match rx.recv_timeout(idle) {
                 Ok(c) => Some(c),
-                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.state.housekeep(&self.catalog, housekeep_shard);
+                    housekeep_shard += 1;
+                    None
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     self.finish();
                     return;
@@ -141,6 +158,12 @@ impl Writer {
             seq.release(&mut group, self.max_group);
             if !group.is_empty() {
                 self.commit(&mut group);
+                groups += 1;
+                // One shard of housekeeping every 32 groups under load.
+                if groups % 32 == 0 {
+                    self.state.housekeep(&self.catalog, housekeep_shard);
+                    housekeep_shard += 1;
+                }
             }
             let applied = self.applied_seq.load(Ordering::Acquire);
             if applied > snapshot_seq && last_snapshot.elapsed() >= self.snapshot_interval {
@@ -261,15 +284,14 @@ impl Writer {
         metrics::counter!(m::WAL_BYTES_TOTAL).increment(bytes);
         let t = Instant::now();
         for (b, seq) in group.drain(..).zip(seqs) {
-            let stream = &self.catalog.streams[b.stream].name;
             let dead = b.batch.dead.len() as u64;
-            let (on_time, late) = self.state.apply(&self.catalog, b.stream, b.batch);
-            metrics::counter!(m::INGEST_EVENTS_TOTAL, "stream" => stream.clone(), "outcome" => "accepted")
-                .increment(on_time);
-            metrics::counter!(m::INGEST_EVENTS_TOTAL, "stream" => stream.clone(), "outcome" => "late")
-                .increment(late);
-            metrics::counter!(m::INGEST_EVENTS_TOTAL, "stream" => stream.clone(), "outcome" => "rejected")
-                .increment(dead);
+            let si = b.stream;
+            let (on_time, late) = self.state.apply(&self.catalog, si, b.batch);
+            if let Some([accepted, late_c, rejected]) = self.events.get(si) {
+                accepted.increment(on_time);
+                late_c.increment(late);
+                rejected.increment(dead);
+            }
             self.applied_seq.store(seq, Ordering::Release);
             self.queued.fetch_sub(1, Ordering::AcqRel);
             metrics::histogram!(m::INGEST_ACK_SECONDS).record(b.enqueued.elapsed().as_secs_f64());

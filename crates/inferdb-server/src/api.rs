@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use inferdb_engine::{BodyFormat, Engine, EngineError};
-use inferdb_types::{ErrorKind, Timestamp, Value};
+use inferdb_types::{ErrorKind, PlainJson, Timestamp, Value};
 use serde::Deserialize;
 use serde_json::{Value as JsonValue, json};
 use std::time::Instant;
@@ -123,20 +123,45 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
+/// HTTP metric handles by (route template, method, status), registered on
+/// first use: resolving a labelled metric per request would hash and
+/// allocate its labels every time.
+type HttpHandles = (metrics::Counter, metrics::Histogram);
+static HTTP_HANDLES: std::sync::OnceLock<
+    parking_lot::RwLock<
+        std::collections::HashMap<String, Vec<(axum::http::Method, u16, HttpHandles)>>,
+    >,
+> = std::sync::OnceLock::new();
+
+fn http_handles(route: &str, method: &axum::http::Method, status: u16) -> HttpHandles {
+    let map = HTTP_HANDLES.get_or_init(Default::default);
+    if let Some(v) = map.read().get(route)
+        && let Some((_, _, h)) = v.iter().find(|(m, s, _)| m == method && *s == status)
+    {
+        return h.clone();
+    }
+    let h = (
+        metrics::counter!(m::HTTP_REQUESTS_TOTAL, "route" => route.to_string(),
+            "method" => method.as_str().to_string(), "status" => status.to_string()),
+        metrics::histogram!(m::HTTP_REQUEST_SECONDS, "route" => route.to_string(),
+            "method" => method.as_str().to_string()),
+    );
+    map.write()
+        .entry(route.to_string())
+        .or_default()
+        .push((method.clone(), status, h.clone()));
+    h
+}
+
 async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
     let start = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::histogram!(m::HTTP_REQUEST_SECONDS, "route" => route.clone(), "method" => method.clone())
-        .record(start.elapsed().as_secs_f64());
-    metrics::counter!(m::HTTP_REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status)
-        .increment(1);
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
+    let (count, latency) = http_handles(route, &method, resp.status().as_u16());
+    latency.record(start.elapsed().as_secs_f64());
+    count.increment(1);
     resp
 }
 
@@ -267,36 +292,74 @@ fn parse_as_of(s: Option<&str>) -> ApiResult<Option<i64>> {
     .transpose()
 }
 
-fn features_json(names: &[String], values: &[Value]) -> JsonValue {
-    let m: serde_json::Map<String, JsonValue> = names
-        .iter()
-        .zip(values)
-        .map(|(n, v)| (n.clone(), v.to_json()))
-        .collect();
-    JsonValue::Object(m)
+/// One feature row as JSON, serialized straight from the engine's values.
+#[derive(serde::Serialize)]
+struct FeatureRowJson<'a> {
+    key: &'a str,
+    found: bool,
+    features: FeatureMap<'a>,
+    as_of: Option<String>,
 }
 
-fn feature_row_json(key: &str, names: &[String], row: &inferdb_engine::FeatureRow) -> JsonValue {
-    json!({
-        "key": key,
-        "found": row.found,
-        "features": features_json(names, &row.values),
-        "as_of": row.as_of.map(|t| Timestamp(t).to_rfc3339()),
-    })
+struct FeatureMap<'a> {
+    features: &'a [inferdb_types::Feature],
+    values: &'a [Value],
+}
+
+impl serde::Serialize for FeatureMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.values.len()))?;
+        for (f, v) in self.features.iter().zip(self.values) {
+            m.serialize_entry(&f.name, &PlainJson(v))?;
+        }
+        m.end()
+    }
+}
+
+fn feature_row_json<'a>(
+    key: &'a str,
+    features: &'a [inferdb_types::Feature],
+    row: &'a inferdb_engine::FeatureRow,
+) -> FeatureRowJson<'a> {
+    FeatureRowJson {
+        key,
+        found: row.found,
+        features: FeatureMap {
+            features,
+            values: &row.values,
+        },
+        as_of: row.as_of.map(|t| Timestamp(t).to_rfc3339()),
+    }
+}
+
+fn view_features<'a>(s: &'a AppState, view: &str) -> ApiResult<&'a [inferdb_types::Feature]> {
+    let c = s.engine.catalog();
+    c.view_index(view)
+        .map(|vi| c.views[vi].features.as_slice())
+        .ok_or_else(|| EngineError::UnknownView(view.to_string()).into())
+}
+
+/// A JSON answer serialized straight from borrowed data.
+fn json_response<T: serde::Serialize>(v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn get_features(
     State(s): State<AppState>,
     Path((view, key)): Path<(String, String)>,
     Query(q): Query<AsOfQuery>,
-) -> ApiResult<Json<JsonValue>> {
+) -> ApiResult<Response> {
     let as_of = parse_as_of(q.as_of.as_deref())?;
     let rows = s.engine.read_features(&view, &[key.as_str()], as_of)?;
-    let names = s.engine.feature_names(&view)?;
+    let features = view_features(&s, &view)?;
     let row = rows
         .first()
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no row"))?;
-    Ok(Json(feature_row_json(&key, &names, row)))
+    Ok(json_response(&feature_row_json(&key, features, row)))
 }
 
 #[derive(Deserialize)]
@@ -311,7 +374,7 @@ async fn post_features(
     State(s): State<AppState>,
     Path(view): Path<String>,
     body: Result<Json<BatchRead>, JsonRejection>,
-) -> ApiResult<Json<JsonValue>> {
+) -> ApiResult<Response> {
     let Json(req) = body?;
     if req.keys.len() > s.max_keys_per_read {
         return Err(ApiError::bad(format!(
@@ -323,13 +386,21 @@ async fn post_features(
     let as_of = parse_as_of(req.as_of.as_deref())?;
     let keys: Vec<&str> = req.keys.iter().map(String::as_str).collect();
     let rows = s.engine.read_features(&view, &keys, as_of)?;
-    let names = s.engine.feature_names(&view)?;
-    let results: Vec<JsonValue> = keys
+    let features = view_features(&s, &view)?;
+    #[derive(serde::Serialize)]
+    struct Batch<'a> {
+        view: &'a str,
+        results: Vec<FeatureRowJson<'a>>,
+    }
+    let results = keys
         .iter()
         .zip(&rows)
-        .map(|(k, r)| feature_row_json(k, &names, r))
+        .map(|(k, r)| feature_row_json(k, features, r))
         .collect();
-    Ok(Json(json!({ "view": view, "results": results })))
+    Ok(json_response(&Batch {
+        view: &view,
+        results,
+    }))
 }
 
 #[derive(Deserialize)]

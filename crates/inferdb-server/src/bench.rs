@@ -69,6 +69,99 @@ pub struct FeatureBenchArgs {
     /// Skip the Redis comparison.
     #[arg(long)]
     pub no_redis: bool,
+    /// Seconds of reads when wrk is the client.
+    #[arg(long, default_value_t = 10)]
+    pub wrk_seconds: u64,
+}
+
+/// What wrk measured.
+pub struct WrkReport {
+    /// Requests per second.
+    pub rps: f64,
+    /// Latency percentiles (ms).
+    pub p50_ms: f64,
+    /// p90 (ms).
+    pub p90_ms: f64,
+    /// p99 (ms).
+    pub p99_ms: f64,
+    /// p99.9 (ms).
+    pub p999_ms: f64,
+    /// Socket errors and non-2xx answers.
+    pub errors: u64,
+}
+
+const WRK_SCRIPT: &str = r#"
+local paths = {}
+for line in io.lines(os.getenv("INFERDB_WRK_PATHS")) do paths[#paths + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i % #paths) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %d %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
+    e.connect + e.read + e.write + e.timeout + e.status))
+end
+"#;
+
+/// GETs `paths` (cycling) with wrk for `secs` seconds; `None` if wrk is not installed.
+pub fn wrk_get_paths(
+    addr: SocketAddr,
+    paths: &[String],
+    concurrency: usize,
+    secs: u64,
+) -> anyhow::Result<Option<WrkReport>> {
+    if std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let dir = tempfile::tempdir()?;
+    let list = dir.path().join("paths.txt");
+    std::fs::write(&list, paths.join("\n"))?;
+    let script = dir.path().join("paths.lua");
+    std::fs::write(&script, WRK_SCRIPT)?;
+    let out = std::process::Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{concurrency}"),
+            &format!("-d{secs}s"),
+            "--timeout",
+            "5s",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("http://{addr}"))
+        .env("INFERDB_WRK_PATHS", &list)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("WRK "))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "wrk printed no summary: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    let n: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    anyhow::ensure!(n.len() == 7, "unexpected wrk summary {line:?}");
+    Ok(Some(WrkReport {
+        rps: n[0] / (n[1] / 1e6).max(1e-9),
+        p50_ms: n[2] / 1e3,
+        p90_ms: n[3] / 1e3,
+        p99_ms: n[4] / 1e3,
+        p999_ms: n[5] / 1e3,
+        errors: n[6] as u64,
+    }))
 }
 
 const SPEC: &str = include_str!("../../../examples/payments/spec.toml");
@@ -306,12 +399,37 @@ pub fn run_features(args: &FeatureBenchArgs) -> anyhow::Result<()> {
     // Warm up connections and caches briefly, then measure.
     let warm: Arc<Vec<String>> = Arc::new(paths.iter().take(5_000).cloned().collect());
     loadgen::get_paths(server.addr, warm, args.concurrency)?;
-    let rep = loadgen::get_paths(server.addr, paths, args.concurrency)?;
     println!(
         "feature reads (user_txn, Zipf-random users, concurrency {}):",
         args.concurrency
     );
-    println!("  inferdb: {}", rep.summary_line());
+    // wrk, like redis-benchmark, is a lean single-threaded C client: with it
+    // both servers get the same share of the two cores. Our own load
+    // generator (hyper) is the fallback.
+    let rps = match wrk_get_paths(server.addr, &paths, args.concurrency, args.wrk_seconds)? {
+        Some(w) => {
+            println!(
+                "  inferdb (wrk -t1 -c{} -d{}s): {:.0} req/s, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, errors {}",
+                args.concurrency,
+                args.wrk_seconds,
+                w.rps,
+                w.p50_ms,
+                w.p90_ms,
+                w.p99_ms,
+                w.p999_ms,
+                w.errors
+            );
+            w.rps
+        }
+        None => {
+            let rep = loadgen::get_paths(server.addr, paths, args.concurrency)?;
+            println!(
+                "  inferdb (built-in load generator; install wrk for a lean client): {}",
+                rep.summary_line()
+            );
+            rep.rps()
+        }
+    };
 
     if !args.no_redis {
         let names = server.engine.feature_names("user_txn")?;
@@ -333,10 +451,7 @@ pub fn run_features(args: &FeatureBenchArgs) -> anyhow::Result<()> {
                     b.p99_ms,
                     b.command
                 );
-                println!(
-                    "  ratio inferdb/redis req/s: {:.2}",
-                    rep.rps() / b.rps.max(1e-9)
-                );
+                println!("  ratio inferdb/redis req/s: {:.2}", rps / b.rps.max(1e-9));
             }
             None => {
                 println!("  redis: redis-server / redis-benchmark not installed; no comparison")

@@ -36,6 +36,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         cfg.max_body_bytes,
     );
     let (stop, stopped) = oneshot::channel::<()>();
+    // Small request/response exchanges: do not let Nagle hold answers back.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {

@@ -18,6 +18,8 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    // The recorder must exist before the engine registers its metrics.
+    inferdb_server::metrics::handle();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = EngineConfig::new(dir.path());
     cfg.spec = Some(inferdb_types::Catalog::from_toml(SPEC).unwrap().spec);

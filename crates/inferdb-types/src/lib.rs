@@ -18,4 +18,4 @@ pub use spec::{
     View, ViewSpec,
 };
 pub use time::{Timestamp, parse_duration_ms};
-pub use value::{FieldType, Value, stable_hash};
+pub use value::{FieldType, PlainJson, Value, stable_hash};

@@ -122,3 +122,41 @@ pub fn stable_hash(v: &Value) -> u64 {
 pub fn stable_hash_str(s: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(s.as_bytes(), 4)
 }
+
+/// Serializes a [`Value`] as plain JSON (what [`Value::to_json`] builds),
+/// without building a `serde_json::Value` first: for hot response paths.
+pub struct PlainJson<'a>(pub &'a Value);
+
+impl serde::Serialize for PlainJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::Float(_) => s.serialize_unit(),
+            Value::Str(t) => s.serialize_str(t),
+            Value::Ts(t) => s.serialize_str(&crate::Timestamp(*t).to_rfc3339()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_json_matches_to_json() {
+        for v in [
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-3),
+            Value::Float(2.5),
+            Value::Float(f64::NAN),
+            Value::Str("a\"b".into()),
+            Value::Ts(1_767_225_600_250),
+        ] {
+            assert_eq!(serde_json::to_value(PlainJson(&v)).unwrap(), v.to_json());
+        }
+    }
+}
