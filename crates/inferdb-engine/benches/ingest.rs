@@ -89,7 +89,7 @@ fn bench(c: &mut Criterion) {
                 }
                 f
             },
-            |f| black_box(state.apply(&catalog, 0, f)),
+            |mut f| black_box(state.apply(&catalog, 0, &mut f)),
             criterion::BatchSize::LargeInput,
         )
     });

@@ -228,14 +228,14 @@ impl Engine {
         for f in WalReader::open(&wal_dir, from)? {
             let f = f?;
             if f.kind == frame::KIND_BATCH {
-                let b = frame::decode(f.payload)?;
+                let mut b = frame::decode(f.payload)?;
                 let Some(si) = catalog.stream_index(&b.stream) else {
                     return Err(EngineError::Catalog(format!(
                         "the log holds events of stream {:?}, which the spec no longer declares",
                         b.stream
                     )));
                 };
-                state.apply(&catalog, si, b);
+                state.apply(&catalog, si, &mut b);
             }
             last = f.seq;
             replayed += 1;
@@ -394,6 +394,7 @@ impl Engine {
         let (ack_tx, ack_rx) = oneshot::channel();
         let pending = PendingBatch {
             stream: si,
+            rejected: batch.dead.len() as u64,
             batch,
             enqueued: Instant::now(),
             ack: ack_tx,

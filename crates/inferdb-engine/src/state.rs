@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 /// Sentinel for "no event yet" in a watermark.
 pub const NO_WATERMARK: i64 = i64::MIN;
 
+/// Groups at least this large are applied on two threads.
+const PARALLEL_APPLY_MIN_ROWS: usize = 2048;
+
 /// Limits of the in-memory tiers.
 #[derive(Debug, Clone)]
 pub struct StateLimits {
@@ -173,53 +176,107 @@ impl OnlineState {
 
     /// Applies one decoded batch (writer thread only, in log order).
     /// Returns (on-time, late) counts.
-    ///
-    /// First each row is judged on time or late against the watermark as it
-    /// stood when the row arrived; then each view, and the hot tier, take
-    /// the rows in log order. (Updating views on a second thread was tried:
-    /// no gain on 2 cores, where decoding already uses the other core.)
-    pub fn apply(&self, catalog: &Catalog, stream_idx: usize, batch: BatchFrame) -> (u64, u64) {
-        let stream = &catalog.streams[stream_idx];
-        let st = &self.streams[stream_idx];
-        let mut wm = st.watermark.load(Ordering::Acquire);
-        let (mut on_time, mut late) = (0u64, 0u64);
-        // The watermark in force for each row, or NO_WATERMARK if it is late.
-        let mut marks: Vec<i64> = Vec::with_capacity(batch.rows.len());
-        for row in &batch.rows {
-            let Value::Ts(ts) = row[stream.time] else {
-                marks.push(NO_WATERMARK);
-                continue;
-            };
-            // "More than the allowed lateness late" is late.
-            if wm != NO_WATERMARK && ts < wm.saturating_sub(stream.lateness_ms) {
-                late += 1;
-                marks.push(NO_WATERMARK);
-            } else {
-                on_time += 1;
-                wm = wm.max(ts);
-                marks.push(wm);
-            }
-        }
-        st.watermark.store(wm, Ordering::Release);
+    pub fn apply(&self, catalog: &Catalog, stream_idx: usize, batch: &mut BatchFrame) -> (u64, u64) {
+        self.apply_group(catalog, &mut [(stream_idx, batch)])[0]
+    }
 
-        for &vi in &stream.views {
-            self.apply_view(catalog, vi, &batch.rows, &marks);
-        }
-        self.apply_hot(stream, st, &batch);
-        st.stored.fetch_add(on_time + late, Ordering::Relaxed);
-        st.late.fetch_add(late, Ordering::Relaxed);
-        if !batch.dead.is_empty() {
-            st.rejected
-                .fetch_add(batch.dead.len() as u64, Ordering::Relaxed);
-            let mut dq = st.dead.lock();
-            for d in batch.dead {
-                dq.push_back(d);
+    /// Applies a group of batches in log order (writer thread only).
+    /// Returns (on-time, late) counts per batch.
+    ///
+    /// First, serially, each row is judged on time or late against the
+    /// watermark as it stood when the row arrived. Then the structures, which
+    /// share nothing, are updated on two threads when the group is large:
+    /// the first view of each stream on this one; the other views, the hot
+    /// tier and the dead letters on a second. Each structure still takes the
+    /// rows in log order, so the result is the same as a serial apply.
+    pub fn apply_group(&self, catalog: &Catalog, group: &mut [(usize, &mut BatchFrame)]) -> Vec<(u64, u64)> {
+        let mut counts = Vec::with_capacity(group.len());
+        // The watermark in force for each row, or NO_WATERMARK if it is late.
+        let mut marks: Vec<Vec<i64>> = Vec::with_capacity(group.len());
+        let mut rows_total = 0usize;
+        for (si, batch) in group.iter() {
+            let stream = &catalog.streams[*si];
+            let st = &self.streams[*si];
+            let mut wm = st.watermark.load(Ordering::Acquire);
+            let (mut on_time, mut late) = (0u64, 0u64);
+            let mut m = Vec::with_capacity(batch.rows.len());
+            for row in &batch.rows {
+                let Value::Ts(ts) = row[stream.time] else {
+                    m.push(NO_WATERMARK);
+                    continue;
+                };
+                // "More than the allowed lateness late" is late.
+                if wm != NO_WATERMARK && ts < wm.saturating_sub(stream.lateness_ms) {
+                    late += 1;
+                    m.push(NO_WATERMARK);
+                } else {
+                    on_time += 1;
+                    wm = wm.max(ts);
+                    m.push(wm);
+                }
             }
-            while dq.len() > self.limits.dead_letters_kept {
-                dq.pop_front();
+            st.watermark.store(wm, Ordering::Release);
+            st.stored.fetch_add(on_time + late, Ordering::Relaxed);
+            st.late.fetch_add(late, Ordering::Relaxed);
+            rows_total += batch.rows.len();
+            counts.push((on_time, late));
+            marks.push(m);
+        }
+
+        let shared: Vec<(usize, &BatchFrame)> = group.iter().map(|(si, b)| (*si, &**b)).collect();
+        let first = || self.apply_first_views(catalog, &shared, &marks);
+        let rest = || self.apply_other_views_and_hot(catalog, &shared, &marks);
+        if rows_total >= PARALLEL_APPLY_MIN_ROWS {
+            std::thread::scope(|scope| {
+                match std::thread::Builder::new().name("inferdb-apply".into()).spawn_scoped(scope, first) {
+                    Ok(handle) => {
+                        rest();
+                        let _ = handle.join();
+                    }
+                    Err(_) => {
+                        first();
+                        rest();
+                    }
+                }
+            });
+        } else {
+            first();
+            rest();
+        }
+        for (si, batch) in group.iter_mut() {
+            self.keep_dead_letters(&self.streams[*si], &mut batch.dead);
+        }
+        counts
+    }
+
+    fn apply_first_views(&self, catalog: &Catalog, group: &[(usize, &BatchFrame)], marks: &[Vec<i64>]) {
+        for ((si, batch), m) in group.iter().zip(marks) {
+            if let Some(&vi) = catalog.streams[*si].views.first() {
+                self.apply_view(catalog, vi, &batch.rows, m);
             }
         }
-        (on_time, late)
+    }
+
+    fn apply_other_views_and_hot(&self, catalog: &Catalog, group: &[(usize, &BatchFrame)], marks: &[Vec<i64>]) {
+        for ((si, batch), m) in group.iter().zip(marks) {
+            let stream = &catalog.streams[*si];
+            for &vi in stream.views.iter().skip(1) {
+                self.apply_view(catalog, vi, &batch.rows, m);
+            }
+            self.apply_hot(stream, &self.streams[*si], batch);
+        }
+    }
+
+    fn keep_dead_letters(&self, st: &StreamState, dead: &mut Vec<DeadLetter>) {
+        if dead.is_empty() {
+            return;
+        }
+        st.rejected.fetch_add(dead.len() as u64, Ordering::Relaxed);
+        let mut dq = st.dead.lock();
+        dq.extend(dead.drain(..));
+        while dq.len() > self.limits.dead_letters_kept {
+            dq.pop_front();
+        }
     }
 
     fn apply_view(&self, catalog: &Catalog, vi: usize, rows: &[Vec<Value>], marks: &[i64]) {
@@ -528,7 +585,7 @@ mod tests {
             .collect();
         rows.extend((0..100).map(|i| row("b", t0 + 7_200_000 + i * 60_000, 1.0)));
         let (payload, _) = frame::encode("transactions", 0, &rows, &[]);
-        state.apply(&catalog, 0, frame::decode(payload).unwrap());
+        state.apply(&catalog, 0, &mut frame::decode(payload).unwrap());
         let keys = ["a", "b"];
         let before = state.read(&catalog, 0, &keys, None);
         for s in 0..4 {

@@ -352,3 +352,18 @@ fn torn_tail_of_the_log_is_cut_and_the_rest_recovers() {
         310
     );
 }
+
+#[test]
+fn large_batches_applied_on_two_threads_equal_naive_recomputation() {
+    // Groups of 2,048 rows or more update views on two threads.
+    let dir = tempfile::tempdir().unwrap();
+    let evs = events(6_000, 11);
+    let engine = Engine::open(config(dir.path())).unwrap();
+    for chunk in evs.chunks(3_000) {
+        let out = engine.ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto).unwrap();
+        assert_eq!(out.accepted, 3_000);
+    }
+    check_against_naive(&engine, &evs);
+    assert_eq!(engine.recent_records("transactions", "user_000003", 5).unwrap().len(), 5);
+    engine.shutdown();
+}
