@@ -367,3 +367,34 @@ fn large_batches_applied_on_two_threads_equal_naive_recomputation() {
     assert_eq!(engine.recent_records("transactions", "user_000003", 5).unwrap().len(), 5);
     engine.shutdown();
 }
+
+#[test]
+fn a_full_queue_answers_overloaded_and_loses_nothing_admitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.queue_depth = 1;
+    let engine = Engine::open(cfg).unwrap();
+    let body = ndjson(&events(2_000, 21));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let results: Vec<_> = (0..8)
+        .map(|_| {
+            let (engine, body, barrier) = (engine.clone(), body.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                engine.ingest_blocking("transactions", body.as_bytes(), BodyFormat::Auto)
+            })
+        })
+        .map(|h| h.join().unwrap())
+        .collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let overloaded = results
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.kind() == inferdb_types::ErrorKind::Overloaded))
+        .count();
+    assert!(ok >= 1, "{results:?}");
+    assert!(overloaded >= 1, "8 simultaneous batches through a queue of 1 must overflow");
+    assert_eq!(ok + overloaded, 8);
+    assert_eq!(engine.stream_stats("transactions").unwrap().events_stored, 2_000 * ok as u64);
+    // The queue drains: the next batch is admitted.
+    engine.ingest_blocking("transactions", body.as_bytes(), BodyFormat::Auto).unwrap();
+}

@@ -1,0 +1,21 @@
+//! Model execution for inferdb.
+//!
+//! This crate owns everything that turns a model file into numbers. Today that
+//! is ONNX-ML tree ensembles: [`onnx`] decodes the ONNX protobuf with our own
+//! minimal schema (no heavy runtime), and [`tree`] compiles an
+//! `ai.onnx.ml` `TreeEnsembleClassifier`/`TreeEnsembleRegressor` graph into flat
+//! node arrays and evaluates row-major `[N, F]` f32 batches into labels and
+//! scores, matching onnxruntime's semantics (missing values, binary classes,
+//! post transforms, aggregate functions).
+//!
+//! Data flow: model bytes → [`onnx::decode_model`] → [`TreeEnsemble::from_onnx_bytes`]
+//! (validation + compilation, once per model load) → [`TreeEnsemble::predict`]
+//! (per batch, no allocation beyond the caller's output vectors and one
+//! scratch buffer).
+
+pub mod error;
+pub mod onnx;
+pub mod tree;
+
+pub use error::InferenceError;
+pub use tree::{Aggregate, PostTransform, TreeEnsemble, TreeEnsembleKind};
