@@ -376,7 +376,7 @@ fn a_full_queue_answers_overloaded_and_loses_nothing_admitted() {
     let engine = Engine::open(cfg).unwrap();
     let body = ndjson(&events(2_000, 21));
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
-    let results: Vec<_> = (0..8)
+    let handles: Vec<_> = (0..8)
         .map(|_| {
             let (engine, body, barrier) = (engine.clone(), body.clone(), barrier.clone());
             std::thread::spawn(move || {
@@ -384,8 +384,8 @@ fn a_full_queue_answers_overloaded_and_loses_nothing_admitted() {
                 engine.ingest_blocking("transactions", body.as_bytes(), BodyFormat::Auto)
             })
         })
-        .map(|h| h.join().unwrap())
         .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let overloaded = results
         .iter()
