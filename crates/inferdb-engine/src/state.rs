@@ -176,7 +176,12 @@ impl OnlineState {
 
     /// Applies one decoded batch (writer thread only, in log order).
     /// Returns (on-time, late) counts.
-    pub fn apply(&self, catalog: &Catalog, stream_idx: usize, batch: &mut BatchFrame) -> (u64, u64) {
+    pub fn apply(
+        &self,
+        catalog: &Catalog,
+        stream_idx: usize,
+        batch: &mut BatchFrame,
+    ) -> (u64, u64) {
         self.apply_group(catalog, &mut [(stream_idx, batch)])[0]
     }
 
@@ -189,7 +194,11 @@ impl OnlineState {
     /// the first view of each stream on this one; the other views, the hot
     /// tier and the dead letters on a second. Each structure still takes the
     /// rows in log order, so the result is the same as a serial apply.
-    pub fn apply_group(&self, catalog: &Catalog, group: &mut [(usize, &mut BatchFrame)]) -> Vec<(u64, u64)> {
+    pub fn apply_group(
+        &self,
+        catalog: &Catalog,
+        group: &mut [(usize, &mut BatchFrame)],
+    ) -> Vec<(u64, u64)> {
         let mut counts = Vec::with_capacity(group.len());
         // The watermark in force for each row, or NO_WATERMARK if it is late.
         let mut marks: Vec<Vec<i64>> = Vec::with_capacity(group.len());
@@ -228,7 +237,10 @@ impl OnlineState {
         let rest = || self.apply_other_views_and_hot(catalog, &shared, &marks);
         if rows_total >= PARALLEL_APPLY_MIN_ROWS {
             std::thread::scope(|scope| {
-                match std::thread::Builder::new().name("inferdb-apply".into()).spawn_scoped(scope, first) {
+                match std::thread::Builder::new()
+                    .name("inferdb-apply".into())
+                    .spawn_scoped(scope, first)
+                {
                     Ok(handle) => {
                         rest();
                         let _ = handle.join();
@@ -249,7 +261,12 @@ impl OnlineState {
         counts
     }
 
-    fn apply_first_views(&self, catalog: &Catalog, group: &[(usize, &BatchFrame)], marks: &[Vec<i64>]) {
+    fn apply_first_views(
+        &self,
+        catalog: &Catalog,
+        group: &[(usize, &BatchFrame)],
+        marks: &[Vec<i64>],
+    ) {
         for ((si, batch), m) in group.iter().zip(marks) {
             if let Some(&vi) = catalog.streams[*si].views.first() {
                 self.apply_view(catalog, vi, &batch.rows, m);
@@ -257,7 +274,12 @@ impl OnlineState {
         }
     }
 
-    fn apply_other_views_and_hot(&self, catalog: &Catalog, group: &[(usize, &BatchFrame)], marks: &[Vec<i64>]) {
+    fn apply_other_views_and_hot(
+        &self,
+        catalog: &Catalog,
+        group: &[(usize, &BatchFrame)],
+        marks: &[Vec<i64>],
+    ) {
         for ((si, batch), m) in group.iter().zip(marks) {
             let stream = &catalog.streams[*si];
             for &vi in stream.views.iter().skip(1) {

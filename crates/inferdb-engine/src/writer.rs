@@ -302,7 +302,10 @@ impl Writer {
             self.applied_seq.store(seq, Ordering::Release);
             self.queued.fetch_sub(1, Ordering::AcqRel);
             metrics::histogram!(m::INGEST_ACK_SECONDS).record(b.enqueued.elapsed().as_secs_f64());
-            let _ = b.ack.send(Ok(BatchAck { seq, _spent: Some(b.batch) }));
+            let _ = b.ack.send(Ok(BatchAck {
+                seq,
+                _spent: Some(b.batch),
+            }));
         }
         metrics::histogram!(m::APPLY_SECONDS).record(t.elapsed().as_secs_f64());
     }

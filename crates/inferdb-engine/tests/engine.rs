@@ -360,11 +360,19 @@ fn large_batches_applied_on_two_threads_equal_naive_recomputation() {
     let evs = events(6_000, 11);
     let engine = Engine::open(config(dir.path())).unwrap();
     for chunk in evs.chunks(3_000) {
-        let out = engine.ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto).unwrap();
+        let out = engine
+            .ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto)
+            .unwrap();
         assert_eq!(out.accepted, 3_000);
     }
     check_against_naive(&engine, &evs);
-    assert_eq!(engine.recent_records("transactions", "user_000003", 5).unwrap().len(), 5);
+    assert_eq!(
+        engine
+            .recent_records("transactions", "user_000003", 5)
+            .unwrap()
+            .len(),
+        5
+    );
     engine.shutdown();
 }
 
@@ -392,9 +400,17 @@ fn a_full_queue_answers_overloaded_and_loses_nothing_admitted() {
         .filter(|r| matches!(r, Err(e) if e.kind() == inferdb_types::ErrorKind::Overloaded))
         .count();
     assert!(ok >= 1, "{results:?}");
-    assert!(overloaded >= 1, "8 simultaneous batches through a queue of 1 must overflow");
+    assert!(
+        overloaded >= 1,
+        "8 simultaneous batches through a queue of 1 must overflow"
+    );
     assert_eq!(ok + overloaded, 8);
-    assert_eq!(engine.stream_stats("transactions").unwrap().events_stored, 2_000 * ok as u64);
+    assert_eq!(
+        engine.stream_stats("transactions").unwrap().events_stored,
+        2_000 * ok as u64
+    );
     // The queue drains: the next batch is admitted.
-    engine.ingest_blocking("transactions", body.as_bytes(), BodyFormat::Auto).unwrap();
+    engine
+        .ingest_blocking("transactions", body.as_bytes(), BodyFormat::Auto)
+        .unwrap();
 }
