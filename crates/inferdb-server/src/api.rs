@@ -127,11 +127,9 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
 /// first use: resolving a labelled metric per request would hash and
 /// allocate its labels every time.
 type HttpHandles = (metrics::Counter, metrics::Histogram);
-static HTTP_HANDLES: std::sync::OnceLock<
-    parking_lot::RwLock<
-        std::collections::HashMap<String, Vec<(axum::http::Method, u16, HttpHandles)>>,
-    >,
-> = std::sync::OnceLock::new();
+type HandleMap = std::collections::HashMap<String, Vec<(axum::http::Method, u16, HttpHandles)>>;
+static HTTP_HANDLES: std::sync::OnceLock<parking_lot::RwLock<HandleMap>> =
+    std::sync::OnceLock::new();
 
 fn http_handles(route: &str, method: &axum::http::Method, status: u16) -> HttpHandles {
     let map = HTTP_HANDLES.get_or_init(Default::default);
