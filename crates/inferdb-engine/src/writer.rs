@@ -160,8 +160,13 @@ impl Writer {
                 }
                 next = rx.try_recv().ok();
             }
-            seq.release(&mut group, self.max_group);
-            if !group.is_empty() {
+            // Commit everything whose turn has come before blocking again:
+            // filling a gap in the tickets can release more than one group.
+            loop {
+                seq.release(&mut group, self.max_group);
+                if group.is_empty() {
+                    break;
+                }
                 self.commit(&mut group);
                 groups += 1;
                 // One shard of housekeeping every 32 groups under load.
@@ -329,5 +334,57 @@ impl Writer {
             "snapshot written"
         );
         Ok(seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending() -> Box<PendingBatch> {
+        let (ack, _rx) = oneshot::channel();
+        let (payload, spans) = crate::frame::encode("s", 0, &[], &[]);
+        Box::new(PendingBatch {
+            stream: 0,
+            batch: BatchFrame {
+                stream: "s".into(),
+                received_ms: 0,
+                rows: vec![],
+                dead: vec![],
+                payload,
+                spans,
+            },
+            rejected: 0,
+            enqueued: Instant::now(),
+            ack,
+        })
+    }
+
+    #[test]
+    fn sequencer_releases_in_ticket_order_across_gaps_and_skips() {
+        let mut s = Sequencer::default();
+        let mut group = Vec::new();
+        // Tickets 1..=5 arrive before 0; 2 was skipped.
+        for t in [3u64, 1, 5, 4] {
+            s.put(t, Some(pending()));
+        }
+        s.put(2, None);
+        s.release(&mut group, 10);
+        assert!(
+            group.is_empty(),
+            "ticket 0 is missing: nothing may go ahead of it"
+        );
+        s.put(0, Some(pending()));
+        s.release(&mut group, 3);
+        assert_eq!(group.len(), 3, "0, 1 and 3 (2 was skipped)");
+        group.clear();
+        s.release(&mut group, 3);
+        assert_eq!(
+            group.len(),
+            2,
+            "4 and 5: the rest is released by the next call"
+        );
+        assert!(s.waiting.is_empty());
+        assert_eq!(s.next, 6);
     }
 }
