@@ -5,7 +5,7 @@
 use inferdb_types::ErrorKind;
 
 /// Errors raised while reading, compiling or running a model.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum InferenceError {
     /// The bytes are not a decodable ONNX protobuf.
     #[error("model is not a valid ONNX protobuf: {0}")]
@@ -45,18 +45,63 @@ pub enum InferenceError {
         /// Values the caller passed.
         got: usize,
     },
+    /// A request has more rows than the batcher's `max_batch_size`.
+    #[error("request of {rows} rows exceeds max_batch_size {max} of model {model}")]
+    BatchTooLarge {
+        /// The model (batcher) name.
+        model: String,
+        /// Rows in the request.
+        rows: usize,
+        /// The configured `max_batch_size`.
+        max: usize,
+    },
+    /// A batcher configuration that cannot work (zero sizes, mismatched widths).
+    #[error("invalid batcher config: {0}")]
+    InvalidConfig(String),
+    /// The model's queue is full; retry later.
+    #[error("model {model} is overloaded: {max_queue_size} requests already queued")]
+    Overloaded {
+        /// The model (batcher) name.
+        model: String,
+        /// The configured `max_queue_size`.
+        max_queue_size: usize,
+    },
+    /// The request's deadline passed before its batch started; it was not run.
+    #[error("request to model {model} timed out before execution")]
+    Timeout {
+        /// The model (batcher) name.
+        model: String,
+    },
+    /// The model is shutting down or its execution threads are gone.
+    #[error("model {model} is unavailable: {reason}")]
+    Unavailable {
+        /// The model (batcher) name.
+        model: String,
+        /// Why.
+        reason: String,
+    },
+    /// A backend broke its contract (panicked, wrong output length).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl InferenceError {
-    /// The kind of this error: every case is the caller's input (a model file
-    /// or a batch), so retrying the same input fails again.
+    /// The kind of this error: loading and shape errors are the caller's input
+    /// (retrying the same input fails again); the batcher's queue adds
+    /// overload, timeout, unavailability and backend faults.
     pub fn kind(&self) -> ErrorKind {
         match self {
             InferenceError::Decode(_)
             | InferenceError::InvalidModel(_)
             | InferenceError::UnsupportedOp { .. }
             | InferenceError::UnsupportedAttribute { .. }
-            | InferenceError::InputShape { .. } => ErrorKind::InvalidInput,
+            | InferenceError::InputShape { .. }
+            | InferenceError::BatchTooLarge { .. }
+            | InferenceError::InvalidConfig(_) => ErrorKind::InvalidInput,
+            InferenceError::Overloaded { .. } => ErrorKind::Overloaded,
+            InferenceError::Timeout { .. } => ErrorKind::Timeout,
+            InferenceError::Unavailable { .. } => ErrorKind::Unavailable,
+            InferenceError::Internal(_) => ErrorKind::Internal,
         }
     }
 }

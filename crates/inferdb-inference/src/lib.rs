@@ -13,9 +13,11 @@
 //! (per batch, no allocation beyond the caller's output vectors and one
 //! scratch buffer).
 
+pub mod batcher;
 pub mod error;
 pub mod onnx;
 pub mod tree;
 
+pub use batcher::{Backend, Batcher, BatcherConfig, BatcherStats, Pending};
 pub use error::InferenceError;
 pub use tree::{Aggregate, PostTransform, TreeEnsemble, TreeEnsembleKind};

@@ -1,0 +1,644 @@
+//! The dynamic batcher of one model: a bounded request queue and the threads
+//! that own the model's backend instances (Triton's dynamic batching and
+//! `instance_group`).
+//!
+//! It owns the queue (one mutex + condvar), `instances` execution threads each
+//! holding its own [`Backend`], and the counters behind [`Batcher::stats`].
+//!
+//! Request flow: [`Batcher::submit`] checks the shape and the row limit, then
+//! pushes the request on the queue or, when `max_queue_size` requests already
+//! wait, answers [`InferenceError::Overloaded`] at once (it never blocks). An
+//! idle instance thread wakes, and forms a batch from the queue head in FIFO
+//! order while the rows fit in `max_batch_size`; requests whose deadline has
+//! passed are answered [`InferenceError::Timeout`] and requests whose caller
+//! dropped its [`Pending`] are discarded, both without running. The batch runs
+//! when it is full (`max_batch_size` rows, or the next request would not fit),
+//! when its rows reach a preferred batch size, when the oldest request has
+//! waited `max_queue_delay`, or at once when that delay is zero; otherwise the
+//! thread sleeps on the condvar until the oldest request's delay (or the
+//! earliest deadline) expires. The thread concatenates the rows, runs the
+//! backend (outside the lock, with panics caught), and scatters each
+//! request's slice of the outputs to its oneshot reply channel. Model
+//! execution therefore never happens on a tokio worker: async callers only
+//! await the reply.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::oneshot;
+
+use crate::{InferenceError, TreeEnsemble};
+
+/// A model instance the batcher can run batches on. Each instance thread owns
+/// one, so implementations need no internal locking.
+pub trait Backend: Send + 'static {
+    /// Runs one batch: `input` is row-major `[n, input_width()]`; appends
+    /// `n * output_width()` values (row-major) to `out`.
+    fn run(&mut self, input: &[f32], n: usize, out: &mut Vec<f32>) -> Result<(), InferenceError>;
+    /// Values per input row.
+    fn input_width(&self) -> usize;
+    /// Values per output row.
+    fn output_width(&self) -> usize;
+}
+
+/// A tree ensemble answers its scores (`n_outputs()` per row); labels, when
+/// the model has them, are derived by the caller from the scores.
+impl Backend for TreeEnsemble {
+    fn run(&mut self, input: &[f32], n: usize, out: &mut Vec<f32>) -> Result<(), InferenceError> {
+        let mut labels = Vec::new();
+        if out.is_empty() {
+            // The batcher passes an empty buffer: predict into it directly.
+            return self.predict(input, n, &mut labels, out);
+        }
+        let mut scores = Vec::new();
+        self.predict(input, n, &mut labels, &mut scores)?;
+        out.extend_from_slice(&scores);
+        Ok(())
+    }
+
+    fn input_width(&self) -> usize {
+        self.n_features()
+    }
+
+    fn output_width(&self) -> usize {
+        self.n_outputs()
+    }
+}
+
+/// How one model's requests are batched (Triton's `dynamic_batching` and
+/// `instance_group` settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatcherConfig {
+    /// Most rows in one batch; a single request with more rows is refused.
+    pub max_batch_size: usize,
+    /// How long the oldest queued request may wait for a fuller batch.
+    pub max_queue_delay: Duration,
+    /// Most requests waiting in the queue; beyond it submits are `Overloaded`.
+    pub max_queue_size: usize,
+    /// Batch sizes (in rows) that run at once when the queue head reaches them.
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Execution threads, each owning its own backend instance.
+    pub instances: usize,
+}
+
+impl Default for BatcherConfig {
+    fn default() -> Self {
+        BatcherConfig {
+            max_batch_size: 64,
+            max_queue_delay: Duration::from_micros(500),
+            max_queue_size: 1024,
+            preferred_batch_sizes: Vec::new(),
+            instances: 1,
+        }
+    }
+}
+
+impl BatcherConfig {
+    fn validate(&self) -> Result<(), InferenceError> {
+        let bad = |m: String| Err(InferenceError::InvalidConfig(m));
+        if self.max_batch_size == 0 {
+            return bad("max_batch_size must be at least 1".into());
+        }
+        if self.max_queue_size == 0 {
+            return bad("max_queue_size must be at least 1".into());
+        }
+        if self.instances == 0 {
+            return bad("instances must be at least 1".into());
+        }
+        if let Some(p) = self
+            .preferred_batch_sizes
+            .iter()
+            .find(|&&p| p == 0 || p > self.max_batch_size)
+        {
+            return bad(format!(
+                "preferred batch size {p} must be in 1..={}",
+                self.max_batch_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Number of buckets in [`BatcherStats::batch_size_histogram`].
+pub const HISTOGRAM_BUCKETS: usize = 16;
+
+/// A snapshot of a batcher's counters (monotonic since start, except `queued`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatcherStats {
+    /// Requests admitted to the queue.
+    pub requests: u64,
+    /// Batches run.
+    pub batches: u64,
+    /// Requests whose rows were run (in a batch that succeeded or failed).
+    pub requests_executed: u64,
+    /// Rows run.
+    pub rows_executed: u64,
+    /// Requests answered `Timeout` without running.
+    pub timeouts: u64,
+    /// Submits refused `Overloaded`.
+    pub overloads: u64,
+    /// Requests dropped because their caller went away before execution.
+    pub dropped_cancelled: u64,
+    /// Batches whose backend failed (error, panic or wrong output length).
+    pub failed_batches: u64,
+    /// Requests answered `Unavailable` at shutdown.
+    pub unavailable: u64,
+    /// Sum of batch sizes in rows (`rows_executed / batches` is the mean).
+    pub batch_rows_sum: u64,
+    /// The largest batch run, in rows.
+    pub max_batch_rows: u64,
+    /// Batches by size: bucket 0 counts 1-row batches, bucket `i` sizes in
+    /// `(2^(i-1), 2^i]`; the last bucket takes everything larger.
+    pub batch_size_histogram: [u64; HISTOGRAM_BUCKETS],
+    /// Requests waiting now.
+    pub queued: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    batches: AtomicU64,
+    requests_executed: AtomicU64,
+    rows_executed: AtomicU64,
+    timeouts: AtomicU64,
+    overloads: AtomicU64,
+    dropped_cancelled: AtomicU64,
+    failed_batches: AtomicU64,
+    unavailable: AtomicU64,
+    max_batch_rows: AtomicU64,
+    histogram: [AtomicU64; HISTOGRAM_BUCKETS],
+    queued: AtomicUsize,
+}
+
+fn bump(c: &AtomicU64, by: u64) {
+    c.fetch_add(by, Ordering::Relaxed);
+}
+
+fn bucket(rows: usize) -> usize {
+    // ceil(log2(rows)): 1 -> 0, 2 -> 1, 3..=4 -> 2, 5..=8 -> 3, ...
+    let b = usize::BITS - rows.saturating_sub(1).leading_zeros();
+    (b as usize).min(HISTOGRAM_BUCKETS - 1)
+}
+
+type Reply = Result<Vec<f32>, InferenceError>;
+
+struct Request {
+    input: Vec<f32>,
+    rows: usize,
+    deadline: Option<Instant>,
+    enqueued: Instant,
+    reply: oneshot::Sender<Reply>,
+}
+
+struct Queue {
+    requests: VecDeque<Request>,
+    closing: bool,
+}
+
+struct Shared {
+    name: String,
+    cfg: BatcherConfig,
+    input_width: usize,
+    output_width: usize,
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    counters: Counters,
+}
+
+/// The answer to one submitted request. Dropping it before the request runs
+/// cancels the request.
+#[derive(Debug)]
+pub struct Pending {
+    rx: oneshot::Receiver<Reply>,
+    model: Arc<str>,
+}
+
+impl Pending {
+    fn gone(model: &str) -> InferenceError {
+        InferenceError::Unavailable {
+            model: model.to_string(),
+            reason: "the execution thread stopped without answering".into(),
+        }
+    }
+
+    /// Awaits the request's outputs (`rows * output_width` values, row-major).
+    pub async fn wait(self) -> Result<Vec<f32>, InferenceError> {
+        match self.rx.await {
+            Ok(r) => r,
+            Err(_) => Err(Pending::gone(&self.model)),
+        }
+    }
+
+    /// Blocks the calling thread until the outputs arrive. Must not be called
+    /// from inside an async runtime (tokio panics there); use [`Pending::wait`].
+    pub fn wait_blocking(self) -> Result<Vec<f32>, InferenceError> {
+        match self.rx.blocking_recv() {
+            Ok(r) => r,
+            Err(_) => Err(Pending::gone(&self.model)),
+        }
+    }
+}
+
+/// The dynamic batcher of one model. Dropping it shuts it down like
+/// [`Batcher::shutdown`].
+pub struct Batcher {
+    shared: Arc<Shared>,
+    model: Arc<str>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("name", &self.shared.name)
+            .field("cfg", &self.shared.cfg)
+            .field("input_width", &self.shared.input_width)
+            .field("output_width", &self.shared.output_width)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batcher {
+    /// Starts `cfg.instances` threads, each owning one backend built by `make`
+    /// (called here, before spawning; the backend then lives on its thread).
+    /// All instances must agree on their input and output widths.
+    pub fn start(
+        name: &str,
+        cfg: BatcherConfig,
+        make: impl Fn() -> Result<Box<dyn Backend>, InferenceError>,
+    ) -> Result<Batcher, InferenceError> {
+        cfg.validate()?;
+        let mut backends = Vec::with_capacity(cfg.instances);
+        for _ in 0..cfg.instances {
+            backends.push(make()?);
+        }
+        let (input_width, output_width) = match backends.first() {
+            Some(b) => (b.input_width(), b.output_width()),
+            None => return Err(InferenceError::InvalidConfig("no instances".into())),
+        };
+        if backends
+            .iter()
+            .any(|b| b.input_width() != input_width || b.output_width() != output_width)
+        {
+            return Err(InferenceError::InvalidConfig(format!(
+                "backend instances of model {name} disagree on input/output widths"
+            )));
+        }
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            cfg,
+            input_width,
+            output_width,
+            queue: Mutex::new(Queue {
+                requests: VecDeque::new(),
+                closing: false,
+            }),
+            ready: Condvar::new(),
+            counters: Counters::default(),
+        });
+        let mut batcher = Batcher {
+            shared: Arc::clone(&shared),
+            model: Arc::from(name),
+            threads: Vec::with_capacity(backends.len()),
+        };
+        for (i, backend) in backends.into_iter().enumerate() {
+            let worker = Worker {
+                shared: Arc::clone(&shared),
+                backend,
+                input: Vec::new(),
+                out: Vec::new(),
+                batch: Vec::new(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("inferdb-batch-{}-{i}", name.replace('\0', "")))
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(h) => batcher.threads.push(h),
+                // Dropping `batcher` stops the threads already started.
+                Err(e) => {
+                    return Err(InferenceError::Unavailable {
+                        model: name.to_string(),
+                        reason: format!("cannot spawn execution thread: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(batcher)
+    }
+
+    /// Values per input row.
+    pub fn input_width(&self) -> usize {
+        self.shared.input_width
+    }
+
+    /// Values per output row.
+    pub fn output_width(&self) -> usize {
+        self.shared.output_width
+    }
+
+    /// Queues one request of `rows` rows (row-major `input`). Never blocks: a
+    /// full queue is `Overloaded` at once. A request whose `deadline` passes
+    /// before its batch starts is answered `Timeout` without running. The
+    /// handle resolves to `rows * output_width()` values.
+    pub fn submit(
+        &self,
+        input: Vec<f32>,
+        rows: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Pending, InferenceError> {
+        let sh = &*self.shared;
+        if rows > sh.cfg.max_batch_size {
+            return Err(InferenceError::BatchTooLarge {
+                model: sh.name.clone(),
+                rows,
+                max: sh.cfg.max_batch_size,
+            });
+        }
+        let expected = rows.saturating_mul(sh.input_width);
+        if input.len() != expected {
+            return Err(InferenceError::InputShape {
+                n: rows,
+                features: sh.input_width,
+                expected,
+                got: input.len(),
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let pending = Pending {
+            rx,
+            model: Arc::clone(&self.model),
+        };
+        if rows == 0 {
+            // Nothing to run; answering here keeps empty requests out of batches.
+            let _ = tx.send(Ok(Vec::new()));
+            return Ok(pending);
+        }
+        let mut q = sh.queue.lock();
+        if q.closing {
+            return Err(InferenceError::Unavailable {
+                model: sh.name.clone(),
+                reason: "shutting down".into(),
+            });
+        }
+        if q.requests.len() >= sh.cfg.max_queue_size {
+            drop(q);
+            bump(&sh.counters.overloads, 1);
+            return Err(InferenceError::Overloaded {
+                model: sh.name.clone(),
+                max_queue_size: sh.cfg.max_queue_size,
+            });
+        }
+        q.requests.push_back(Request {
+            input,
+            rows,
+            deadline,
+            enqueued: Instant::now(),
+            reply: tx,
+        });
+        sh.counters
+            .queued
+            .store(q.requests.len(), Ordering::Relaxed);
+        drop(q);
+        bump(&sh.counters.requests, 1);
+        sh.ready.notify_one();
+        Ok(pending)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BatcherStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut histogram = [0u64; HISTOGRAM_BUCKETS];
+        for (h, a) in histogram.iter_mut().zip(&c.histogram) {
+            *h = get(a);
+        }
+        BatcherStats {
+            requests: get(&c.requests),
+            batches: get(&c.batches),
+            requests_executed: get(&c.requests_executed),
+            rows_executed: get(&c.rows_executed),
+            timeouts: get(&c.timeouts),
+            overloads: get(&c.overloads),
+            dropped_cancelled: get(&c.dropped_cancelled),
+            failed_batches: get(&c.failed_batches),
+            unavailable: get(&c.unavailable),
+            batch_rows_sum: get(&c.rows_executed),
+            max_batch_rows: get(&c.max_batch_rows),
+            batch_size_histogram: histogram,
+            queued: c.queued.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting work, runs what is queued (without waiting for the
+    /// queue delay), joins the threads, and answers anything left (only if a
+    /// thread died) `Unavailable`.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let sh = &*self.shared;
+        sh.queue.lock().closing = true;
+        sh.ready.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let mut q = sh.queue.lock();
+        for r in q.requests.drain(..) {
+            bump(&sh.counters.unavailable, 1);
+            let _ = r.reply.send(Err(InferenceError::Unavailable {
+                model: sh.name.clone(),
+                reason: "shut down".into(),
+            }));
+        }
+        sh.counters.queued.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What the queue head allows now.
+enum Plan {
+    /// Take this many requests from the head.
+    Run(usize),
+    /// Nothing to run before this instant (or a new request).
+    WaitUntil(Instant),
+    /// Nothing to run until a new request (or shutdown); the queue is empty
+    /// unless the delay is unbounded.
+    Idle,
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    backend: Box<dyn Backend>,
+    input: Vec<f32>,
+    out: Vec<f32>,
+    batch: Vec<Request>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        while self.next_batch() {
+            self.execute();
+        }
+    }
+
+    /// Waits until a batch is ready and moves it into `self.batch`; false when
+    /// the batcher is closing and the queue is empty.
+    fn next_batch(&mut self) -> bool {
+        let sh = Arc::clone(&self.shared);
+        let mut q = sh.queue.lock();
+        loop {
+            let closing = q.closing;
+            let plan = plan(&sh, &mut q.requests, closing, Instant::now());
+            sh.counters
+                .queued
+                .store(q.requests.len(), Ordering::Relaxed);
+            match plan {
+                Plan::Run(k) => {
+                    self.batch.extend(q.requests.drain(..k));
+                    sh.counters
+                        .queued
+                        .store(q.requests.len(), Ordering::Relaxed);
+                    if !q.requests.is_empty() {
+                        // Another idle instance may take the next batch.
+                        sh.ready.notify_one();
+                    }
+                    return true;
+                }
+                Plan::WaitUntil(t) => {
+                    sh.ready.wait_until(&mut q, t);
+                }
+                Plan::Idle if q.closing => return false,
+                Plan::Idle => sh.ready.wait(&mut q),
+            }
+        }
+    }
+
+    fn execute(&mut self) {
+        let sh = &*self.shared;
+        let rows: usize = self.batch.iter().map(|r| r.rows).sum();
+        self.input.clear();
+        for r in &self.batch {
+            self.input.extend_from_slice(&r.input);
+        }
+        self.out.clear();
+        let backend = &mut self.backend;
+        let (input, out) = (&self.input, &mut self.out);
+        let result = match catch_unwind(AssertUnwindSafe(|| backend.run(input, rows, out))) {
+            Ok(Ok(())) if out.len() == rows * sh.output_width => Ok(()),
+            Ok(Ok(())) => Err(InferenceError::Internal(format!(
+                "model {} backend returned {} values for {rows} rows x {} outputs",
+                sh.name,
+                out.len(),
+                sh.output_width
+            ))),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(InferenceError::Internal(format!(
+                    "model {} backend panicked: {msg}",
+                    sh.name
+                )))
+            }
+        };
+        let c = &sh.counters;
+        bump(&c.batches, 1);
+        bump(&c.requests_executed, self.batch.len() as u64);
+        bump(&c.rows_executed, rows as u64);
+        bump(&c.histogram[bucket(rows)], 1);
+        c.max_batch_rows.fetch_max(rows as u64, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                let mut off = 0;
+                for r in self.batch.drain(..) {
+                    let len = r.rows * sh.output_width;
+                    let _ = r.reply.send(Ok(self.out[off..off + len].to_vec()));
+                    off += len;
+                }
+            }
+            Err(e) => {
+                bump(&c.failed_batches, 1);
+                for r in self.batch.drain(..) {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Drops expired and cancelled requests from the candidate batch at the queue
+/// head, then decides whether it runs now. Only the head is scanned (at most
+/// `max_batch_size` live requests), so the cost per wake-up is bounded.
+fn plan(sh: &Shared, queue: &mut VecDeque<Request>, closing: bool, now: Instant) -> Plan {
+    let cfg = &sh.cfg;
+    let mut rows = 0usize;
+    let mut take = 0usize;
+    let mut preferred = None;
+    let mut full = false;
+    let mut earliest_deadline: Option<Instant> = None;
+    let mut i = 0;
+    while i < queue.len() {
+        let r = &queue[i];
+        if r.reply.is_closed() {
+            bump(&sh.counters.dropped_cancelled, 1);
+            queue.remove(i);
+            continue;
+        }
+        if r.deadline.is_some_and(|d| d <= now) {
+            bump(&sh.counters.timeouts, 1);
+            if let Some(r) = queue.remove(i) {
+                let _ = r.reply.send(Err(InferenceError::Timeout {
+                    model: sh.name.clone(),
+                }));
+            }
+            continue;
+        }
+        if rows + r.rows > cfg.max_batch_size {
+            full = true;
+            break;
+        }
+        rows += r.rows;
+        take = i + 1;
+        if let Some(d) = r.deadline {
+            earliest_deadline = Some(earliest_deadline.map_or(d, |e| e.min(d)));
+        }
+        if cfg.preferred_batch_sizes.contains(&rows) {
+            preferred = Some(take);
+        }
+        if rows == cfg.max_batch_size {
+            full = true;
+            break;
+        }
+        i += 1;
+    }
+    let Some(oldest) = queue.front() else {
+        return Plan::Idle;
+    };
+    // A delay too large to add to an Instant means "never due".
+    let due = oldest.enqueued.checked_add(cfg.max_queue_delay);
+    if full || closing || cfg.max_queue_delay.is_zero() || due.is_some_and(|d| d <= now) {
+        return Plan::Run(take);
+    }
+    if let Some(k) = preferred {
+        return Plan::Run(k);
+    }
+    match (due, earliest_deadline) {
+        (Some(a), Some(b)) => Plan::WaitUntil(a.min(b)),
+        (Some(t), None) | (None, Some(t)) => Plan::WaitUntil(t),
+        (None, None) => Plan::Idle,
+    }
+}
