@@ -5,12 +5,15 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use inferdb_storage::{
     FRAME_HEADER_LEN, Frame, MAX_PAYLOAD_LEN, StorageError, Wal, WalOptions, WalReader,
 };
 use inferdb_types::ErrorKind;
+
+mod common;
+use common::{read_all, segments};
 
 fn open(dir: &Path, segment_bytes: u64) -> (Wal, inferdb_storage::RecoveryReport) {
     let mut opts = WalOptions::new(dir);
@@ -29,31 +32,6 @@ fn write_log(dir: &Path, segment_bytes: u64, n: u64) {
         assert_eq!(wal.append((seq % 3) as u8, &payload(seq)).unwrap(), seq);
     }
     wal.close().unwrap();
-}
-
-fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut segs: Vec<(u64, PathBuf)> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.to_string();
-            let seq = name
-                .strip_prefix("wal-")?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()?;
-            Some((seq, p))
-        })
-        .collect();
-    segs.sort();
-    segs
-}
-
-fn read_all(dir: &Path, from: u64) -> Vec<Frame> {
-    WalReader::open(dir, from)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
 }
 
 fn seqs(frames: &[Frame]) -> Vec<u64> {

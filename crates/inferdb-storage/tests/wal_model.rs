@@ -8,10 +8,12 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
 
-use inferdb_storage::{FRAME_HEADER_LEN, Frame, Wal, WalOptions, WalReader};
+use inferdb_storage::{FRAME_HEADER_LEN, Frame, Wal, WalOptions};
 use proptest::prelude::*;
+
+mod common;
+use common::{read_all, segments};
 
 #[derive(Debug, Clone)]
 enum Damage {
@@ -74,31 +76,6 @@ fn payload(len: usize, fill: u8) -> Vec<u8> {
     (0..len)
         .map(|i| fill.wrapping_add((i % 251) as u8))
         .collect()
-}
-
-fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut segs: Vec<(u64, PathBuf)> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.to_string();
-            let seq = name
-                .strip_prefix("wal-")?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()?;
-            Some((seq, p))
-        })
-        .collect();
-    segs.sort();
-    segs
-}
-
-fn read_all(dir: &Path, from: u64) -> Vec<Frame> {
-    WalReader::open(dir, from)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
 }
 
 struct Harness {
