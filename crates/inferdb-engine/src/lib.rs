@@ -620,17 +620,22 @@ pub struct Submitted {
 impl Submitted {
     /// Waits until the batch is durable and applied.
     pub async fn wait(self) -> Result<IngestOutcome, EngineError> {
-        match self.rx.await {
-            Ok(Ok(_)) => Ok(self.outcome),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(EngineError::Unavailable("the WAL thread stopped".into())),
-        }
+        let ack = self.rx.await;
+        Self::outcome(ack, self.outcome)
     }
 
     /// Blocking [`Submitted::wait`].
     pub fn wait_blocking(self) -> Result<IngestOutcome, EngineError> {
-        match self.rx.blocking_recv() {
-            Ok(Ok(_)) => Ok(self.outcome),
+        let ack = self.rx.blocking_recv();
+        Self::outcome(ack, self.outcome)
+    }
+
+    fn outcome(
+        ack: Result<Result<BatchAck, EngineError>, oneshot::error::RecvError>,
+        outcome: IngestOutcome,
+    ) -> Result<IngestOutcome, EngineError> {
+        match ack {
+            Ok(Ok(_)) => Ok(outcome),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(EngineError::Unavailable("the WAL thread stopped".into())),
         }

@@ -338,9 +338,17 @@ fn machine() -> String {
     )
 }
 
-/// `inferdb bench ingest`.
-pub fn run_ingest(args: &BenchArgs) -> anyhow::Result<()> {
-    println!("inferdb bench ingest — machine: {}", machine());
+/// Generates the workload, starts a server on it and ingests it, printing
+/// the ingest figures. The temporary data directory lives as long as the
+/// returned guard.
+fn start_and_ingest(
+    args: &BenchArgs,
+) -> anyhow::Result<(
+    tokio::runtime::Runtime,
+    serve::RunningServer,
+    IngestResult,
+    Option<tempfile::TempDir>,
+)> {
     let t = Instant::now();
     let (bodies, events, bad) = workload_bodies(args.size, args.seed, args.batch);
     println!(
@@ -349,7 +357,7 @@ pub fn run_ingest(args: &BenchArgs) -> anyhow::Result<()> {
         bodies.len(),
         t.elapsed().as_secs_f64()
     );
-    let (dir, _keep) = data_dir(args)?;
+    let (dir, keep) = data_dir(args)?;
     let rt = serve::runtime(args.worker_threads)?;
     let server = rt.block_on(serve::start(server_config(
         dir,
@@ -359,6 +367,13 @@ pub fn run_ingest(args: &BenchArgs) -> anyhow::Result<()> {
     )?))?;
     let r = ingest(server.addr, bodies, events, bad, args.ingest_concurrency)?;
     print_ingest(&r, args);
+    Ok((rt, server, r, keep))
+}
+
+/// `inferdb bench ingest`.
+pub fn run_ingest(args: &BenchArgs) -> anyhow::Result<()> {
+    println!("inferdb bench ingest — machine: {}", machine());
+    let (rt, server, r, _keep) = start_and_ingest(args)?;
     let stats = server.engine.stream_stats("transactions")?;
     println!(
         "  server: stored {}, rejected {}, late {}; entities {:?}",
@@ -379,17 +394,7 @@ pub fn run_ingest(args: &BenchArgs) -> anyhow::Result<()> {
 pub fn run_features(args: &FeatureBenchArgs) -> anyhow::Result<()> {
     println!("inferdb bench features — machine: {}", machine());
     let c = &args.common;
-    let (bodies, events, bad) = workload_bodies(c.size, c.seed, c.batch);
-    let (dir, _keep) = data_dir(c)?;
-    let rt = serve::runtime(c.worker_threads)?;
-    let server = rt.block_on(serve::start(server_config(
-        dir,
-        c.fsync,
-        c.worker_threads,
-        Some(&c.lateness),
-    )?))?;
-    let r = ingest(server.addr, bodies, events, bad, c.ingest_concurrency)?;
-    print_ingest(&r, c);
+    let (rt, server, _, _keep) = start_and_ingest(c)?;
 
     let mut sampler = UserSampler::new(c.seed ^ 0x5eed);
     let paths: Vec<String> = (0..args.requests)
