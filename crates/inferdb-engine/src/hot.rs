@@ -184,6 +184,35 @@ impl HotShard {
         shard.fifo = order.into_iter().map(|(rid, k, h)| (k, h, rid)).collect();
         shard
     }
+
+    /// Rebuilds the shards of one tier from a snapshot's shards. Keys hash
+    /// with a seed chosen per process, so an entity may belong to another
+    /// shard now: entities are dealt out again by `shard_of` of their new
+    /// hash. Record ids stay unique per key, which is all eviction needs.
+    pub fn redistribute(
+        snaps: Vec<HotShardSnap>,
+        n: usize,
+        hasher: &KeyHasher,
+        shard_of: impl Fn(u64, usize) -> usize,
+    ) -> Vec<HotShard> {
+        let next_rid = snaps.iter().map(|s| s.next_rid).max().unwrap_or(0);
+        let mut parts: Vec<HotShardSnap> = (0..n)
+            .map(|_| HotShardSnap {
+                next_rid,
+                entities: Vec::new(),
+            })
+            .collect();
+        for (k, recs) in snaps.into_iter().flat_map(|s| s.entities) {
+            let i = shard_of(hasher.hash(&k), n);
+            if let Some(p) = parts.get_mut(i) {
+                p.entities.push((k, recs));
+            }
+        }
+        parts
+            .into_iter()
+            .map(|p| HotShard::from_snap(p, hasher.clone()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

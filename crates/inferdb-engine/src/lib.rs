@@ -361,7 +361,7 @@ impl Engine {
             inner.handles.overloaded.increment(1);
             return Err(EngineError::Overloaded);
         }
-        let mut ticket = Ticket {
+        let ticket = Ticket {
             inner,
             n: inner.tickets.fetch_add(1, Ordering::AcqRel),
             live: true,
@@ -380,13 +380,80 @@ impl Engine {
                 received_ms,
             })
             .collect();
-        let accepted = parsed.rows.len();
         let rejected: Vec<Rejection> = parsed.rejected.into_iter().map(|(r, _)| r).collect();
-        let (payload, spans) = frame::encode(stream, received_ms, &parsed.rows, &dead);
+        self.enqueue(ticket, si, parsed.rows, dead, rejected, received_ms)
+    }
+
+    /// Queues rows that inferdb built itself (the inference records of
+    /// `/infer`) for the log, like [`Engine::submit`] without the JSON: each
+    /// row is checked against the stream's fields (count, types, required),
+    /// and a row that does not fit refuses the whole call.
+    pub fn submit_rows(
+        &self,
+        stream: &str,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<Submitted, EngineError> {
+        let si = self.stream_index(stream)?;
+        let inner = &*self.inner;
+        let s = &inner.catalog.streams[si];
+        for (i, row) in rows.iter().enumerate() {
+            if row.len() != s.fields.len() {
+                return Err(EngineError::InvalidInput(format!(
+                    "row {i} has {} values; stream {} has {} fields",
+                    row.len(),
+                    s.name,
+                    s.fields.len()
+                )));
+            }
+            for (v, f) in row.iter().zip(&s.fields) {
+                let ok = match v {
+                    Value::Null => !f.required,
+                    other => other.field_type() == Some(f.ty),
+                };
+                if !ok {
+                    return Err(EngineError::InvalidInput(format!(
+                        "row {i}: field {} of stream {} cannot hold {v:?}",
+                        f.name, s.name
+                    )));
+                }
+            }
+        }
+        if inner.failed.load(Ordering::Acquire) {
+            return Err(EngineError::Unavailable(
+                "an earlier WAL write failed; restart the server".into(),
+            ));
+        }
+        if inner.queued.fetch_add(1, Ordering::AcqRel) >= inner.queue_depth {
+            inner.queued.fetch_sub(1, Ordering::AcqRel);
+            inner.handles.overloaded.increment(1);
+            return Err(EngineError::Overloaded);
+        }
+        let ticket = Ticket {
+            inner,
+            n: inner.tickets.fetch_add(1, Ordering::AcqRel),
+            live: true,
+        };
+        self.enqueue(ticket, si, rows, Vec::new(), Vec::new(), now_ms())
+    }
+
+    /// Frames a validated batch and hands it to the writer under `ticket`.
+    fn enqueue(
+        &self,
+        mut ticket: Ticket<'_>,
+        si: usize,
+        rows: Vec<Vec<Value>>,
+        dead: Vec<DeadLetter>,
+        rejected: Vec<Rejection>,
+        received_ms: i64,
+    ) -> Result<Submitted, EngineError> {
+        let inner = &*self.inner;
+        let stream = inner.catalog.streams[si].name.as_str();
+        let accepted = rows.len();
+        let (payload, spans) = frame::encode(stream, received_ms, &rows, &dead);
         let batch = frame::BatchFrame {
             stream: stream.to_string(),
             received_ms,
-            rows: parsed.rows,
+            rows,
             dead,
             payload,
             spans,
@@ -506,6 +573,25 @@ impl Engine {
                     .map_err(EngineError::from)
             })
             .collect()
+    }
+
+    /// The record of `stream` whose id field equals `id` (the built-in
+    /// `inference_records` stream: its `inference_id`), as a JSON object,
+    /// while it is in the hot tier.
+    pub fn record_by_id(
+        &self,
+        stream: &str,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, EngineError> {
+        let si = self.stream_index(stream)?;
+        let s = &self.inner.catalog.streams[si];
+        match self.inner.state.by_id(si, id) {
+            Some(r) => Ok(Some(row_to_json(
+                s,
+                &inferdb_types::codec::Decoder::new(&r.bytes).row()?,
+            ))),
+            None => Ok(None),
+        }
     }
 
     /// The most recent dead letters of a stream, newest first.

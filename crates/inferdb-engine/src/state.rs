@@ -50,6 +50,9 @@ pub struct StreamState {
     /// Records stored but too late to count in windows.
     pub late: AtomicU64,
     hot: Vec<Mutex<HotShard>>,
+    /// For a stream with an `id_field`: the same records keyed by their id
+    /// (one per key), bounded like the hot tier. Empty otherwise.
+    by_id: Vec<Mutex<HotShard>>,
     dead: Mutex<VecDeque<DeadLetter>>,
 }
 
@@ -136,12 +139,15 @@ impl OnlineState {
         let streams = catalog
             .streams
             .iter()
-            .map(|_| StreamState {
+            .map(|s| StreamState {
                 watermark: AtomicI64::new(NO_WATERMARK),
                 stored: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 late: AtomicU64::new(0),
                 hot: (0..n)
+                    .map(|_| Mutex::new(HotShard::new(hasher.clone())))
+                    .collect(),
+                by_id: (0..if s.id_field.is_some() { n } else { 0 })
                     .map(|_| Mutex::new(HotShard::new(hasher.clone())))
                     .collect(),
                 dead: Mutex::new(VecDeque::new()),
@@ -338,6 +344,17 @@ impl OnlineState {
                 .get(s0 as usize..s1 as usize)
                 .unwrap_or_default()
                 .into();
+            if let Some(Value::Str(id)) = stream.id_field.and_then(|i| row.get(i)) {
+                let h = self.hasher.hash(id);
+                st.by_id[shard_of(h, n)].lock().push(
+                    id,
+                    h,
+                    *ts,
+                    bytes.clone(),
+                    1,
+                    self.limits.hot_tier_bytes / n,
+                );
+            }
             let h = self.hasher.hash(&key);
             st.hot[shard_of(h, n)].lock().push(
                 &key,
@@ -423,6 +440,20 @@ impl OnlineState {
             .recent(key, h, limit)
     }
 
+    /// The record whose id field equals `id` (streams with an id field),
+    /// while it is in the hot tier.
+    pub fn by_id(&self, stream_idx: usize, id: &str) -> Option<HotRecord> {
+        let st = &self.streams[stream_idx];
+        if st.by_id.is_empty() {
+            return None;
+        }
+        let h = self.hasher.hash(id);
+        st.by_id[shard_of(h, self.limits.shards)]
+            .lock()
+            .recent(id, h, 1)
+            .pop()
+    }
+
     /// The most recent dead letters of a stream, newest first.
     pub fn dead_letters(&self, stream_idx: usize, limit: usize) -> Vec<DeadLetter> {
         self.streams[stream_idx]
@@ -464,6 +495,7 @@ impl OnlineState {
                 rejected: s.rejected.load(Ordering::Relaxed),
                 late: s.late.load(Ordering::Relaxed),
                 hot: s.hot.iter().map(|h| h.lock().snap()).collect(),
+                by_id: s.by_id.iter().map(|h| h.lock().snap()).collect(),
                 dead: s.dead.lock().iter().cloned().collect(),
             })
             .collect();
@@ -511,11 +543,24 @@ impl OnlineState {
             st.stored.store(s.stored, Ordering::Relaxed);
             st.rejected.store(s.rejected, Ordering::Relaxed);
             st.late.store(s.late, Ordering::Relaxed);
-            if s.hot.len() != st.hot.len() {
+            if s.hot.len() != st.hot.len() || s.by_id.len() != st.by_id.len() {
                 return Ok(None);
             }
-            for (h, hs) in st.hot.iter().zip(s.hot) {
-                *h.lock() = HotShard::from_snap(hs, state.hasher.clone());
+            let n = st.hot.len();
+            for (h, shard) in
+                st.hot
+                    .iter()
+                    .zip(HotShard::redistribute(s.hot, n, &state.hasher, shard_of))
+            {
+                *h.lock() = shard;
+            }
+            let n = st.by_id.len();
+            for (h, shard) in
+                st.by_id
+                    .iter()
+                    .zip(HotShard::redistribute(s.by_id, n, &state.hasher, shard_of))
+            {
+                *h.lock() = shard;
             }
             *st.dead.lock() = s.dead.into();
         }
@@ -539,8 +584,11 @@ impl OnlineState {
 }
 
 /// Identifies the spec a snapshot was taken under.
+/// What the state's layout depends on: streams and views (model bindings
+/// change nothing stored).
 fn spec_fingerprint(catalog: &Catalog) -> u64 {
-    let text = serde_json::to_string(&catalog.spec).unwrap_or_default();
+    let text =
+        serde_json::to_string(&(&catalog.spec.streams, &catalog.spec.views)).unwrap_or_default();
     stable_hash(&Value::Str(text.into()))
 }
 
@@ -569,6 +617,7 @@ struct StreamSnap {
     rejected: u64,
     late: u64,
     hot: Vec<HotShardSnap>,
+    by_id: Vec<HotShardSnap>,
     dead: Vec<DeadLetter>,
 }
 

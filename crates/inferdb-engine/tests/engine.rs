@@ -414,3 +414,80 @@ fn a_full_queue_answers_overloaded_and_loses_nothing_admitted() {
         .ingest_blocking("transactions", body.as_bytes(), BodyFormat::Auto)
         .unwrap();
 }
+
+fn inference_row(i: usize, t: i64) -> Vec<Value> {
+    vec![
+        Value::Str(format!("inf-{i:04}").into()),
+        Value::Str(format!("user_{:02}", i % 3).into()),
+        Value::Ts(t),
+        Value::Str("fraud_ensemble".into()),
+        Value::Int(1),
+        Value::Str(format!("{{\"amount\":{i}}}").into()),
+        Value::Str("[0.25,0.75]".into()),
+        Value::Float(0.75),
+        Value::Float(0.5),
+    ]
+}
+
+#[test]
+fn inference_records_are_found_by_id_and_entity_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = 1_767_225_600_000i64;
+    {
+        let engine = Engine::open(config(dir.path())).unwrap();
+        for i in 0..30 {
+            engine
+                .submit_rows(
+                    inferdb_types::INFERENCE_STREAM,
+                    vec![inference_row(i, t0 + i as i64)],
+                )
+                .unwrap()
+                .wait_blocking()
+                .unwrap();
+        }
+        // A row that does not fit the stream is refused whole.
+        let mut bad = inference_row(99, t0);
+        bad[4] = Value::Str("one".into());
+        let Err(e) = engine.submit_rows(inferdb_types::INFERENCE_STREAM, vec![bad]) else {
+            panic!("a wrongly typed row was accepted");
+        };
+        assert!(e.to_string().contains("model_version"), "{e}");
+        let r = engine
+            .record_by_id(inferdb_types::INFERENCE_STREAM, "inf-0007")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r["entity_id"], "user_01");
+        assert_eq!(r["confidence"], 0.75);
+        engine.shutdown();
+    }
+    // Restart from the snapshot taken at shutdown, then from the log alone.
+    for drop_snapshots in [false, true] {
+        if drop_snapshots {
+            std::fs::remove_dir_all(dir.path().join("snapshots")).unwrap();
+        }
+        let engine = Engine::open(config(dir.path())).unwrap();
+        let stats = engine
+            .stream_stats(inferdb_types::INFERENCE_STREAM)
+            .unwrap();
+        assert_eq!(stats.events_stored, 30);
+        for i in [0usize, 13, 29] {
+            let r = engine
+                .record_by_id(inferdb_types::INFERENCE_STREAM, &format!("inf-{i:04}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("record {i} lost (snapshots dropped: {drop_snapshots})"));
+            assert_eq!(r["features"], format!("{{\"amount\":{i}}}"));
+        }
+        assert!(
+            engine
+                .record_by_id(inferdb_types::INFERENCE_STREAM, "inf-9999")
+                .unwrap()
+                .is_none()
+        );
+        let recent = engine
+            .recent_records(inferdb_types::INFERENCE_STREAM, "user_02", 100)
+            .unwrap();
+        assert_eq!(recent.len(), 10);
+        assert_eq!(recent[0]["inference_id"], "inf-0029");
+        engine.shutdown();
+    }
+}

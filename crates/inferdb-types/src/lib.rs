@@ -6,16 +6,18 @@
 //! Nothing here does I/O or knows about threads: the crates above turn these
 //! values into files, state and HTTP answers.
 
+pub mod binding;
 pub mod codec;
 pub mod error;
 pub mod spec;
 pub mod time;
 pub mod value;
 
+pub use binding::{Binding, BindingSpec};
 pub use error::{ErrorKind, TypesError};
 pub use spec::{
-    Agg, Catalog, Feature, FeatureSpec, Field, FieldSpec, Spec, Stream, StreamSpec, UnknownFields,
-    View, ViewSpec,
+    Agg, Catalog, Feature, FeatureSpec, Field, FieldSpec, INFERENCE_STREAM, Spec, Stream,
+    StreamSpec, UnknownFields, View, ViewSpec,
 };
 pub use time::{Timestamp, parse_duration_ms};
 pub use value::{FieldType, PlainJson, Value, stable_hash};

@@ -20,6 +20,43 @@ pub struct Spec {
     /// Feature views over the streams.
     #[serde(default)]
     pub views: Vec<ViewSpec>,
+    /// Feature bindings of models served by `/infer`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<crate::binding::BindingSpec>,
+}
+
+/// The built-in stream every `/infer` writes its inference record to.
+pub const INFERENCE_STREAM: &str = "inference_records";
+
+/// The built-in `inference_records` stream: one record per answered
+/// `/infer`, keyed by the request's entity, found by `inference_id` too.
+fn inference_stream_spec() -> StreamSpec {
+    let f = |name: &str, ty: FieldType, required: bool| FieldSpec {
+        name: name.to_string(),
+        ty,
+        required,
+        values: None,
+        min: None,
+        max: None,
+    };
+    StreamSpec {
+        name: INFERENCE_STREAM.to_string(),
+        key: "entity_id".to_string(),
+        time_field: "ts".to_string(),
+        lateness: Some("1m".to_string()),
+        unknown_fields: UnknownFields::Reject,
+        fields: vec![
+            f("inference_id", FieldType::String, true),
+            f("entity_id", FieldType::String, true),
+            f("ts", FieldType::Timestamp, true),
+            f("model", FieldType::String, true),
+            f("model_version", FieldType::Int, true),
+            f("features", FieldType::String, false),
+            f("predictions", FieldType::String, true),
+            f("confidence", FieldType::Float, false),
+            f("latency_ms", FieldType::Float, true),
+        ],
+    }
 }
 
 /// What to do with a record field the stream does not declare.
@@ -170,6 +207,10 @@ pub struct Stream {
     pub unknown_fields: UnknownFields,
     /// Indices (into [`Catalog::views`]) of the views over this stream.
     pub views: Vec<usize>,
+    /// A field whose value identifies one record (the built-in
+    /// `inference_records` stream's `inference_id`): records are then also
+    /// found by it, from the hot tier.
+    pub id_field: Option<usize>,
 }
 
 impl Stream {
@@ -243,6 +284,8 @@ pub struct Catalog {
     pub streams: Vec<Stream>,
     /// Views, in spec order.
     pub views: Vec<View>,
+    /// Model feature bindings, in spec order.
+    pub bindings: Vec<crate::binding::Binding>,
 }
 
 impl Catalog {
@@ -256,7 +299,13 @@ impl Catalog {
     pub fn new(spec: Spec) -> Result<Catalog, TypesError> {
         let bad = |m: String| Err(TypesError::SpecInvalid(m));
         let mut streams: Vec<Stream> = Vec::new();
-        for s in &spec.streams {
+        if spec.streams.iter().any(|s| s.name == INFERENCE_STREAM) {
+            return bad(format!(
+                "stream name {INFERENCE_STREAM:?} is reserved for the built-in inference records"
+            ));
+        }
+        let builtin = inference_stream_spec();
+        for s in spec.streams.iter().chain(std::iter::once(&builtin)) {
             check_name("stream", &s.name)?;
             if streams.iter().any(|x| x.name == s.name) {
                 return bad(format!("stream {:?} is declared twice", s.name));
@@ -346,7 +395,12 @@ impl Catalog {
                 lateness_ms,
                 unknown_fields: s.unknown_fields,
                 views: Vec::new(),
+                id_field: None,
             });
+        }
+
+        if let Some(st) = streams.iter_mut().find(|s| s.name == INFERENCE_STREAM) {
+            st.id_field = st.field_index("inference_id");
         }
 
         let mut views: Vec<View> = Vec::new();
@@ -448,11 +502,22 @@ impl Catalog {
             });
             streams[si].views.push(views.len() - 1);
         }
-        Ok(Catalog {
+        let mut catalog = Catalog {
             spec,
             streams,
             views,
-        })
+            bindings: Vec::new(),
+        };
+        catalog.bindings = catalog
+            .spec
+            .models
+            .iter()
+            .map(|b| crate::binding::Binding::new(b, &catalog))
+            .collect::<Result<_, _>>()?;
+        if catalog.bindings.iter().filter(|b| b.default).count() > 1 {
+            return bad("more than one model binding says `default = true`".to_string());
+        }
+        Ok(catalog)
     }
 
     /// The named stream's index.
@@ -463,6 +528,21 @@ impl Catalog {
     /// The named view's index.
     pub fn view_index(&self, name: &str) -> Option<usize> {
         self.views.iter().position(|v| v.name == name)
+    }
+
+    /// The binding of `model`, or the default binding when `model` is
+    /// `None` (the one marked `default`, or the only one).
+    pub fn binding(&self, model: Option<&str>) -> Option<&crate::binding::Binding> {
+        match model {
+            Some(m) => self.bindings.iter().find(|b| b.model == m),
+            None => {
+                let only = match self.bindings.as_slice() {
+                    [only] => Some(only),
+                    _ => None,
+                };
+                self.bindings.iter().find(|b| b.default).or(only)
+            }
+        }
     }
 }
 

@@ -54,6 +54,19 @@ pub enum Value {
 }
 
 impl Value {
+    /// The field type that holds this value (`None` for null).
+    pub fn field_type(&self) -> Option<FieldType> {
+        Some(match self {
+            Value::Null => return None,
+            Value::Bool(_) => FieldType::Bool,
+            Value::Int(_) => FieldType::Int,
+            Value::Float(f) if f.is_finite() => FieldType::Float,
+            Value::Float(_) => return None,
+            Value::Str(_) => FieldType::String,
+            Value::Ts(_) => FieldType::Timestamp,
+        })
+    }
+
     /// The value as a float for numeric aggregation; `None` for null and text.
     #[inline]
     pub fn as_f64(&self) -> Option<f64> {
