@@ -8,6 +8,9 @@ Run from the repository root:
     /tmp/inferdb-fixtures-venv/bin/python scripts/make_fixtures.py
     # or, to re-time onnxruntime only (prints, writes nothing):
     /tmp/inferdb-fixtures-venv/bin/python scripts/make_fixtures.py --time-only
+    # or, to remake only the ensemble repository and its fixtures (keeps the
+    # tree fixtures and the gbdt_200 timings as they are):
+    /tmp/inferdb-fixtures-venv/bin/python scripts/make_fixtures.py --ensemble-only
 
 It trains small scikit-learn tree models on synthetic data (fixed seeds),
 exports them with skl2onnx (zipmap=False, batch dim named "N"), runs
@@ -18,13 +21,24 @@ crates/inferdb-inference/fixtures/:
     <name>.json          {"model", "n_features", "cases": [{"batch", "input",
                           "labels" (classifiers), "scores"}]}; NaN inputs are
                           written as null
-    ort_timings.json     onnxruntime's time per call for gbdt_200 (1 thread)
+    ort_timings.json     onnxruntime's time per call for gbdt_200 (1 thread),
+                         and under "ensemble" the fused ensemble's and each
+                         step's median time per call (1 thread)
+    ensemble.json        the reference ensemble's inputs and onnxruntime's
+                         outputs of every step (see make_ensemble)
+    ensemble_fused.onnx  the three ensemble steps as one graph (timing only)
+
+and the Triton model repository examples/models/ (the reference ensemble of
+shared/WORKLOAD.md: feature_preprocessor -> main_model_v3 ->
+confidence_calibrator, the fraud_ensemble that chains them, and gbdt_fraud,
+a copy of gbdt_200).
 
 The README in that folder records the versions and the timings.
 """
 import json
 import os
 import sys
+import time
 import timeit
 
 # One thread everywhere, before numpy/scikit-learn load their thread pools:
@@ -198,10 +212,354 @@ def time_ort(path, n_features, seed):
     return result
 
 
+# --- The reference ensemble (examples/models) --------------------------------
+
+MODELS = os.path.join(os.path.dirname(__file__), "..", "examples", "models")
+WIDTH = 256
+HIDDEN = (256, 128)
+CLASSES = 10
+TEMPERATURE = 1.5
+
+
+def ensemble_params():
+    """The constants of the three steps, from one fixed seed."""
+    rng = np.random.default_rng(2024)
+    mean = rng.normal(scale=2.0, size=WIDTH).astype(np.float32)
+    std = rng.uniform(0.5, 3.0, size=WIDTH).astype(np.float32)
+    layers = []
+    fan_in = WIDTH
+    for width in HIDDEN + (CLASSES,):
+        # He initialisation keeps the activations (and so the logits) around
+        # unit scale through the ReLUs: the softmax is neither flat nor one-hot.
+        w = (rng.normal(size=(width, fan_in)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        b = (rng.normal(size=width) * 0.1).astype(np.float32)
+        layers.append((w, b))
+        fan_in = width
+    return mean, std, layers
+
+
+def preprocessor_nodes(mean, std, x, out, p=""):
+    from onnx import helper, numpy_helper
+
+    inits = [numpy_helper.from_array(mean.reshape(1, WIDTH), p + "mean"),
+             numpy_helper.from_array(std.reshape(1, WIDTH), p + "std")]
+    nodes = [helper.make_node("Sub", [x, p + "mean"], [p + "centered"], name=p + "sub"),
+             helper.make_node("Div", [p + "centered", p + "std"], [out], name=p + "div")]
+    return nodes, inits
+
+
+def mlp_nodes(layers, x, out, p=""):
+    from onnx import helper, numpy_helper
+
+    nodes, inits = [], []
+    cur = x
+    for i, (w, b) in enumerate(layers):
+        inits.append(numpy_helper.from_array(w, f"{p}fc{i}.weight"))
+        inits.append(numpy_helper.from_array(b, f"{p}fc{i}.bias"))
+        last = i == len(layers) - 1
+        y = out if last else f"{p}fc{i}"
+        nodes.append(helper.make_node("Gemm", [cur, f"{p}fc{i}.weight", f"{p}fc{i}.bias"], [y],
+                                      name=f"{p}fc{i}", transB=1))
+        if not last:
+            nodes.append(helper.make_node("Relu", [y], [f"{p}relu{i}"], name=f"{p}relu{i}"))
+            y = f"{p}relu{i}"
+        cur = y
+    return nodes, inits
+
+
+def calibrator_nodes(x, predictions, confidence, p=""):
+    from onnx import helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(TEMPERATURE, dtype=np.float32), p + "temperature")]
+    nodes = [helper.make_node("Div", [x, p + "temperature"], [p + "scaled_logits"], name=p + "div"),
+             helper.make_node("Softmax", [p + "scaled_logits"], [predictions], name=p + "softmax", axis=-1),
+             helper.make_node("ReduceMax", [predictions], [confidence], name=p + "max",
+                              axes=[-1], keepdims=1)]
+    return nodes, inits
+
+
+def make_graph_model(name, nodes, inits, inputs, outputs):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", w]) for n, w in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", w]) for n, w in outputs],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="inferdb make_fixtures.py")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def step_config(name, inputs, outputs):
+    """A Triton config.pbtxt for one ONNX step (dims without the batch dim)."""
+    def io(kind, items):
+        body = ",\n".join(
+            f'  {{\n    name: "{n}"\n    data_type: TYPE_FP32\n    dims: [ {w} ]\n  }}' for n, w in items)
+        return f"{kind} [\n{body}\n]\n"
+    return (f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 64\n'
+            + io("input", inputs) + io("output", outputs)
+            + "dynamic_batching {\n  max_queue_delay_microseconds: 200\n}\n")
+
+
+ENSEMBLE_CONFIG = """name: "fraud_ensemble"
+platform: "ensemble"
+max_batch_size: 64
+input [
+  {
+    name: "features"
+    data_type: TYPE_FP32
+    dims: [ 256 ]
+  }
+]
+output [
+  {
+    name: "predictions"
+    data_type: TYPE_FP32
+    dims: [ 10 ]
+  },
+  {
+    name: "confidence"
+    data_type: TYPE_FP32
+    dims: [ 1 ]
+  }
+]
+ensemble_scheduling {
+  step [
+    {
+      model_name: "feature_preprocessor"
+      model_version: -1
+      input_map {
+        key: "input"
+        value: "features"
+      }
+      output_map {
+        key: "scaled"
+        value: "scaled_features"
+      }
+    },
+    {
+      model_name: "main_model_v3"
+      model_version: -1
+      input_map {
+        key: "input"
+        value: "scaled_features"
+      }
+      output_map {
+        key: "logits"
+        value: "logits"
+      }
+    },
+    {
+      model_name: "confidence_calibrator"
+      model_version: -1
+      input_map {
+        key: "logits"
+        value: "logits"
+      }
+      output_map {
+        key: "predictions"
+        value: "predictions"
+      }
+      output_map {
+        key: "confidence"
+        value: "confidence"
+      }
+    }
+  ]
+}
+"""
+
+GBDT_CONFIG = """name: "gbdt_fraud"
+platform: "onnxruntime_onnx"
+max_batch_size: 64
+input [
+  {
+    name: "X"
+    data_type: TYPE_FP32
+    dims: [ 256 ]
+  }
+]
+output [
+  {
+    name: "label"
+    data_type: TYPE_INT64
+    dims: [ 1 ]
+    reshape: { shape: [ ] }
+  },
+  {
+    name: "probabilities"
+    data_type: TYPE_FP32
+    dims: [ 10 ]
+  }
+]
+dynamic_batching {
+  max_queue_delay_microseconds: 200
+}
+"""
+
+
+def write_text(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def short_floats(a):
+    """f32 values as the shortest decimal that reads back as the same f32
+    (numpy's str of a float32), to keep the JSON small."""
+    return [float(str(np.float32(v))) for v in a.reshape(-1)]
+
+
+def make_ensemble():
+    """Writes examples/models/ and fixtures/ensemble.json and
+    ensemble_fused.onnx; returns the fused model's and the steps' paths."""
+    mean, std, layers = ensemble_params()
+    pre_nodes, pre_inits = preprocessor_nodes(mean, std, "input", "scaled")
+    mlp, mlp_inits = mlp_nodes(layers, "input", "logits")
+    cal, cal_inits = calibrator_nodes("logits", "predictions", "confidence")
+    steps = {
+        "feature_preprocessor": (make_graph_model("feature_preprocessor", pre_nodes, pre_inits,
+                                                  [("input", WIDTH)], [("scaled", WIDTH)]),
+                                 [("input", WIDTH)], [("scaled", WIDTH)]),
+        "main_model_v3": (make_graph_model("main_model_v3", mlp, mlp_inits,
+                                           [("input", WIDTH)], [("logits", CLASSES)]),
+                          [("input", WIDTH)], [("logits", CLASSES)]),
+        "confidence_calibrator": (make_graph_model("confidence_calibrator", cal, cal_inits,
+                                                   [("logits", CLASSES)],
+                                                   [("predictions", CLASSES), ("confidence", 1)]),
+                                  [("logits", CLASSES)], [("predictions", CLASSES), ("confidence", 1)]),
+    }
+    paths = {}
+    for name, (model, inputs, outputs) in steps.items():
+        path = os.path.join(MODELS, name, "1", "model.onnx")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        onnx.save(model, path)
+        write_text(os.path.join(MODELS, name, "config.pbtxt"), step_config(name, inputs, outputs))
+        paths[name] = path
+        print(name, "written", os.path.getsize(path), "bytes onnx", file=sys.stderr)
+    write_text(os.path.join(MODELS, "fraud_ensemble", "config.pbtxt"), ENSEMBLE_CONFIG)
+    write_text(os.path.join(MODELS, "fraud_ensemble", "1", ".gitkeep"), "")
+    gbdt_dst = os.path.join(MODELS, "gbdt_fraud", "1", "model.onnx")
+    os.makedirs(os.path.dirname(gbdt_dst), exist_ok=True)
+    with open(os.path.join(OUT, "gbdt_200.onnx"), "rb") as src, open(gbdt_dst, "wb") as dst:
+        dst.write(src.read())
+    write_text(os.path.join(MODELS, "gbdt_fraud", "config.pbtxt"), GBDT_CONFIG)
+
+    # The fused graph: the same nodes with prefixed internal names.
+    n1, i1 = preprocessor_nodes(mean, std, "features", "scaled_features", p="pre/")
+    n2, i2 = mlp_nodes(layers, "scaled_features", "logits", p="mlp/")
+    n3, i3 = calibrator_nodes("logits", "predictions", "confidence", p="cal/")
+    fused = make_graph_model("fraud_ensemble_fused", n1 + n2 + n3, i1 + i2 + i3,
+                             [("features", WIDTH)], [("predictions", CLASSES), ("confidence", 1)])
+    fused_path = os.path.join(OUT, "ensemble_fused.onnx")
+    onnx.save(fused, fused_path)
+
+    sess = {name: session(path) for name, path in paths.items()}
+    fused_sess = session(fused_path)
+    rng = np.random.default_rng(13)
+    cases = []
+    for batch in BATCHES:
+        # Raw features around the preprocessor's mean/std, so the scaled
+        # values are about N(0, 1). Rounded through the short decimal form so
+        # the JSON input is exactly what onnxruntime saw.
+        x = (mean + std * rng.normal(size=(batch, WIDTH))).astype(np.float32)
+        x = np.array(short_floats(x), dtype=np.float32).reshape(batch, WIDTH)
+        (scaled,) = sess["feature_preprocessor"].run(None, {"input": x})
+        (logits,) = sess["main_model_v3"].run(None, {"input": scaled})
+        predictions, confidence = sess["confidence_calibrator"].run(None, {"logits": logits})
+        f_pred, f_conf = fused_sess.run(None, {"features": x})
+        assert np.allclose(f_pred, predictions, atol=1e-6) and np.allclose(f_conf, confidence, atol=1e-6)
+        assert predictions.max() < 0.999 and confidence.min() > 1.5 / CLASSES, "degenerate softmax"
+        cases.append({"batch": batch, "features": short_floats(x), "scaled": short_floats(scaled),
+                      "logits": short_floats(logits), "predictions": short_floats(predictions),
+                      "confidence": short_floats(confidence)})
+    doc = {
+        "models": "examples/models",
+        "steps": ["feature_preprocessor", "main_model_v3", "confidence_calibrator"],
+        "width": WIDTH, "classes": CLASSES,
+        "note": "each step's output is onnxruntime's (1 thread) on the previous step's "
+                "onnxruntime output; predictions/confidence are the whole chain's",
+        "cases": cases,
+    }
+    with open(os.path.join(OUT, "ensemble.json"), "w") as f:
+        json.dump(doc, f, separators=(",", ":"))
+    return fused_path, paths
+
+
+def median_us(sess, feed, calls):
+    sess.run(None, feed)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter_ns()
+        sess.run(None, feed)
+        times.append(time.perf_counter_ns() - t0)
+    return float(np.median(times)) / 1e3
+
+
+def time_ensemble(fused_path, step_paths):
+    """Median time per call (1 thread) of the fused ensemble and of each step."""
+    rng = np.random.default_rng(14)
+    out = {"model": "ensemble_fused.onnx", "threads": 1, "statistic": "median",
+           "us_per_call": {}, "steps_us_per_call": {}}
+    fused = session(fused_path)
+    steps = {name: session(p) for name, p in step_paths.items()}
+    step_input = {"feature_preprocessor": ("input", WIDTH), "main_model_v3": ("input", WIDTH),
+                  "confidence_calibrator": ("logits", CLASSES)}
+    for batch in BATCHES:
+        calls = max(500, 20000 // batch)
+        x = rng.normal(size=(batch, WIDTH)).astype(np.float32)
+        us = median_us(fused, {"features": x}, calls)
+        out["us_per_call"][str(batch)] = us
+        print(f"ort ensemble_fused batch {batch}: {us:.1f} us", file=sys.stderr)
+        for name, s in steps.items():
+            input_name, w = step_input[name]
+            us = median_us(s, {input_name: x[:, :w].copy()}, calls)
+            out["steps_us_per_call"].setdefault(name, {})[str(batch)] = us
+            print(f"ort {name} batch {batch}: {us:.1f} us", file=sys.stderr)
+    return out
+
+
+def step_paths_on_disk():
+    return {name: os.path.join(MODELS, name, "1", "model.onnx")
+            for name in ("feature_preprocessor", "main_model_v3", "confidence_calibrator")}
+
+
+def write_timings(gbdt, ensemble):
+    """ort_timings.json: the gbdt_200 figures at the top level (as before) and
+    the ensemble's under "ensemble"."""
+    doc = {
+        "model": "gbdt_200.onnx",
+        "threads": 1,
+        "us_per_call": gbdt,
+        "ensemble": ensemble,
+        "versions": {
+            "numpy": np.__version__,
+            "onnx": onnx.__version__,
+            "scikit-learn": sklearn.__version__,
+            "skl2onnx": skl2onnx.__version__,
+            "onnxruntime": ort.__version__,
+            "python": sys.version.split()[0],
+        },
+    }
+    with open(os.path.join(OUT, "ort_timings.json"), "w") as f_:
+        json.dump(doc, f_, indent=2)
+        f_.write("\n")
+
+
 def main():
     if "--time-only" in sys.argv:
         # Re-time onnxruntime on the committed model, writing nothing.
         time_ort(os.path.join(OUT, "gbdt_200.onnx"), 256, seed=8)
+        time_ensemble(os.path.join(OUT, "ensemble_fused.onnx"), step_paths_on_disk())
+        return
+    if "--ensemble-only" in sys.argv:
+        fused_path, step_paths = make_ensemble()
+        with open(os.path.join(OUT, "ort_timings.json")) as f_:
+            gbdt = json.load(f_)["us_per_call"]
+        write_timings(gbdt, time_ensemble(fused_path, step_paths))
         return
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(42)
@@ -265,23 +623,9 @@ def main():
         f, seed=7, nan_fraction=0.05,
     )
 
+    fused_path, step_paths = make_ensemble()
     timings = time_ort(gbdt_path, 256, seed=8)
-    doc = {
-        "model": "gbdt_200.onnx",
-        "threads": 1,
-        "us_per_call": timings,
-        "versions": {
-            "numpy": np.__version__,
-            "onnx": onnx.__version__,
-            "scikit-learn": sklearn.__version__,
-            "skl2onnx": skl2onnx.__version__,
-            "onnxruntime": ort.__version__,
-            "python": sys.version.split()[0],
-        },
-    }
-    with open(os.path.join(OUT, "ort_timings.json"), "w") as f_:
-        json.dump(doc, f_, indent=2)
-        f_.write("\n")
+    write_timings(timings, time_ensemble(fused_path, step_paths))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ pub enum InferenceError {
     InvalidModel(String),
     /// The graph uses an operator this crate does not implement.
     #[error(
-        "unsupported operator {domain}:{op_type} (node {node:?}); supported: ai.onnx.ml TreeEnsembleClassifier, TreeEnsembleRegressor, and Identity/Cast around them"
+        "unsupported operator {domain}:{op_type} (node {node:?}); supported: the ONNX operators tract implements, and ai.onnx.ml TreeEnsembleClassifier/TreeEnsembleRegressor (alone, with Identity/Cast around them)"
     )]
     UnsupportedOp {
         /// The node's domain (`ai.onnx.ml`, or empty for the default domain).
@@ -83,6 +83,27 @@ pub enum InferenceError {
     /// A backend broke its contract (panicked, wrong output length).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A request that does not fit the model (names, shapes, datatypes); the
+    /// message names the tensor.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// No model (or no such version of it) is loaded under this name.
+    #[error("unknown model {name}{}", version.map(|v| format!(" version {v}")).unwrap_or_default())]
+    UnknownModel {
+        /// The requested model.
+        name: String,
+        /// The requested version, when one was named.
+        version: Option<i64>,
+    },
+    /// A model's `config.pbtxt` (or its repository directory) is invalid or
+    /// uses a field inferdb does not support; the message names the field.
+    #[error("model {model}: {message}")]
+    Config {
+        /// The model (directory) name.
+        model: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
 }
 
 impl InferenceError {
@@ -97,7 +118,10 @@ impl InferenceError {
             | InferenceError::UnsupportedAttribute { .. }
             | InferenceError::InputShape { .. }
             | InferenceError::BatchTooLarge { .. }
-            | InferenceError::InvalidConfig(_) => ErrorKind::InvalidInput,
+            | InferenceError::InvalidConfig(_)
+            | InferenceError::Config { .. }
+            | InferenceError::InvalidInput(_) => ErrorKind::InvalidInput,
+            InferenceError::UnknownModel { .. } => ErrorKind::NotFound,
             InferenceError::Overloaded { .. } => ErrorKind::Overloaded,
             InferenceError::Timeout { .. } => ErrorKind::Timeout,
             InferenceError::Unavailable { .. } => ErrorKind::Unavailable,

@@ -14,10 +14,22 @@
 //! scratch buffer).
 
 pub mod batcher;
+pub mod config;
 pub mod error;
+pub mod manager;
 pub mod onnx;
+pub mod repository;
+pub mod runtime;
+pub mod tensor;
 pub mod tree;
 
 pub use batcher::{Backend, Batcher, BatcherConfig, BatcherStats, Pending};
+pub use config::{
+    DynamicBatching, EnsembleStep, ModelConfig, Platform, TensorConfig, VersionPolicy,
+};
 pub use error::InferenceError;
+pub use manager::{IndexEntry, ManagerOptions, ModelHandle, ModelManager, ModelStats};
+pub use repository::{ModelDir, scan_model, scan_repository};
+pub use runtime::{CompiledModel, IoSpec, OnnxIo, OnnxSignature, onnx_signature};
+pub use tensor::{DataType, Tensor};
 pub use tree::{Aggregate, PostTransform, TreeEnsemble, TreeEnsembleKind};

@@ -25,6 +25,8 @@ pub struct AppState {
     pub engine: Engine,
     /// Largest batch feature read.
     pub max_keys_per_read: usize,
+    /// The model repository's models, when one is configured.
+    pub models: Option<inferdb_inference::ModelManager>,
 }
 
 /// An error answer.
@@ -41,7 +43,12 @@ impl ApiError {
             message: message.into(),
         }
     }
-    fn bad(message: impl Into<String>) -> ApiError {
+    /// An error answer with this status.
+    pub fn with_status(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError::new(status, message)
+    }
+    /// A 400 answer.
+    pub fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 }
@@ -102,7 +109,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Builds the router over an engine.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
@@ -116,6 +123,9 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/entities/{stream}/{key}/records", get(entity_records))
         .route("/v1/catalog", get(catalog))
         .route("/healthz", get(healthz))
+        .route("/infer", post(crate::infer::infer))
+        .route("/v1/inferences/{id}", get(crate::infer::get_inference))
+        .merge(crate::kserve::routes())
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .layer(middleware::from_fn(track))

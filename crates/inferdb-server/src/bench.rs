@@ -215,6 +215,8 @@ pub fn server_config(
         max_keys_per_read: 1000,
         worker_threads,
         engine,
+        model_repository: None,
+        repository_poll: None,
     })
 }
 

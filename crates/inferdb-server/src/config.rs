@@ -53,6 +53,14 @@ pub struct ServeArgs {
     /// Tokio worker threads (default: one per core).
     #[arg(long, env = "INFERDB_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Triton-layout model repository (`<dir>/<model>/config.pbtxt`,
+    /// `<dir>/<model>/<version>/model.onnx`) served by `/infer` and `/v2`.
+    #[arg(long, env = "INFERDB_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf>,
+    /// Seconds between rescans of the model repository (0 = never; models
+    /// then change only through `/v2/repository/models/{m}/load`).
+    #[arg(long, env = "INFERDB_REPOSITORY_POLL_SECS")]
+    pub repository_poll_secs: Option<u64>,
 }
 
 /// The same keys in a TOML file.
@@ -71,6 +79,8 @@ struct FileConfig {
     shards: Option<usize>,
     max_keys_per_read: Option<usize>,
     worker_threads: Option<usize>,
+    model_repository: Option<PathBuf>,
+    repository_poll_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -86,6 +96,10 @@ pub struct ServerConfig {
     pub worker_threads: Option<usize>,
     /// The engine's configuration.
     pub engine: EngineConfig,
+    /// The model repository, if any.
+    pub model_repository: Option<PathBuf>,
+    /// How often the repository is rescanned; `None` = never.
+    pub repository_poll: Option<Duration>,
 }
 
 /// Default listen address.
@@ -153,6 +167,12 @@ impl ServeArgs {
                 .unwrap_or(1000),
             worker_threads: self.worker_threads.or(file.worker_threads),
             engine,
+            model_repository: self.model_repository.clone().or(file.model_repository),
+            repository_poll: match self.repository_poll_secs.or(file.repository_poll_secs) {
+                Some(0) => None,
+                Some(n) => Some(Duration::from_secs(n)),
+                None => Some(Duration::from_secs(2)),
+            },
         })
     }
 }

@@ -7,6 +7,8 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod infer;
+pub mod kserve;
 pub mod loadgen;
 pub mod metrics;
 pub mod serve;

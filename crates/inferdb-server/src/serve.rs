@@ -6,6 +6,7 @@
 use crate::api::{AppState, app};
 use crate::config::ServerConfig;
 use inferdb_engine::Engine;
+use inferdb_inference::{ManagerOptions, ModelManager};
 use std::net::SocketAddr;
 use tokio::sync::oneshot;
 
@@ -15,6 +16,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The engine behind it.
     pub engine: Engine,
+    /// The model repository's models, when one is configured.
+    pub models: Option<ModelManager>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -24,6 +27,30 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     crate::metrics::handle();
     let engine_cfg = cfg.engine.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(engine_cfg)).await??;
+    let models = match cfg.model_repository.clone() {
+        None => None,
+        Some(root) => {
+            let opts = ManagerOptions {
+                poll_interval: cfg.repository_poll,
+                ..ManagerOptions::default()
+            };
+            let m = tokio::task::spawn_blocking(move || ModelManager::open(&root, opts)).await?;
+            match m {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    engine.shutdown();
+                    return Err(anyhow::anyhow!("model repository: {e}"));
+                }
+            }
+        }
+    };
+    if let Err(e) = check_bindings(&engine, models.as_ref()) {
+        if let Some(m) = &models {
+            m.shutdown();
+        }
+        engine.shutdown();
+        return Err(e);
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
@@ -32,6 +59,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         AppState {
             engine: engine.clone(),
             max_keys_per_read: cfg.max_keys_per_read,
+            models: models.clone(),
         },
         cfg.max_body_bytes,
     );
@@ -51,6 +79,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         addr,
         engine,
+        models,
         stop: Some(stop),
         task,
     })
@@ -63,10 +92,39 @@ impl RunningServer {
             let _ = s.send(());
         }
         (&mut self.task).await??;
+        if let Some(m) = &self.models {
+            m.shutdown();
+        }
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.shutdown()).await?;
         Ok(())
     }
+}
+
+/// Checks every feature binding of the spec against its model, when the
+/// model is loaded: a binding whose vector does not fit the model's input
+/// stops the start with the reason. A bound model that is not loaded is
+/// only logged (its `/infer` calls answer 404 until it loads).
+fn check_bindings(engine: &Engine, models: Option<&ModelManager>) -> anyhow::Result<()> {
+    let catalog = engine.catalog();
+    if catalog.bindings.is_empty() {
+        return Ok(());
+    }
+    let Some(models) = models else {
+        tracing::warn!(
+            "the spec binds models but no --model-repository is given; /infer answers 404"
+        );
+        return Ok(());
+    };
+    for b in &catalog.bindings {
+        match models.model(&b.model, None) {
+            Ok(h) => {
+                crate::infer::check_binding(b, &h).map_err(|e| anyhow::anyhow!("spec: {e}"))?;
+            }
+            Err(e) => tracing::warn!(model = %b.model, error = %e, "bound model is not loaded"),
+        }
+    }
+    Ok(())
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -43,6 +43,7 @@ impl Fixture {
             AppState {
                 engine: self.engine.clone(),
                 max_keys_per_read: 100,
+                models: None,
             },
             64 * 1024,
         );

@@ -1,0 +1,318 @@
+//! `POST /infer`: the tutorial's inference call, end to end. The request
+//! names an entity and carries its own fields; the model's feature binding
+//! (spec `[[models]]`) reads the entity's online features (and related
+//! entities', e.g. the merchant's), joins them with the request's fields
+//! into the input vector, the model (or ensemble) runs under the request's
+//! deadline through its dynamic batcher, and the inference record goes
+//! through the WAL into the built-in `inference_records` stream before the
+//! answer is sent (so every answered request has a durable record: what the
+//! bench checks). `GET /v1/inferences/{id}` reads a record back.
+
+use crate::api::{ApiError, ApiResult, AppState};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use inferdb_inference::{DataType, ModelHandle, Tensor};
+use inferdb_types::binding::Slot;
+use inferdb_types::{Binding, INFERENCE_STREAM, Timestamp, Value};
+use serde::Deserialize;
+use serde_json::{Value as JsonValue, json};
+use std::time::{Duration, Instant};
+
+/// Default deadline of a request that gives no `timeout_ms`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 100;
+/// Longest deadline a request may ask for.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InferBody {
+    #[serde(default)]
+    entity_id: Option<JsonValue>,
+    #[serde(default)]
+    features: Option<serde_json::Map<String, JsonValue>>,
+    #[serde(default)]
+    context: Option<serde_json::Map<String, JsonValue>>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+/// Checks a binding against a loaded model: the input it feeds exists and
+/// is as wide as the binding's vector; names the input to use.
+pub fn check_binding(binding: &Binding, model: &ModelHandle) -> Result<String, String> {
+    let cfg = model.config();
+    let input = match &binding.input {
+        Some(name) => cfg.inputs.iter().find(|t| &t.name == name).ok_or_else(|| {
+            format!(
+                "model {} has no input {name} (binding's `input`)",
+                binding.model
+            )
+        })?,
+        None => match cfg.inputs.as_slice() {
+            [only] => only,
+            _ => {
+                return Err(format!(
+                    "model {} has {} inputs; name the one the binding feeds with `input`",
+                    binding.model,
+                    cfg.inputs.len()
+                ));
+            }
+        },
+    };
+    if input.data_type != DataType::Fp32 {
+        return Err(format!(
+            "model {} input {} is {}; a binding feeds FP32",
+            binding.model, input.name, input.data_type
+        ));
+    }
+    let dims = input.reshape.as_ref().unwrap_or(&input.dims);
+    let width = Tensor::element_count(dims).unwrap_or(0);
+    if width != binding.width
+        || cfg.max_batch_size == 0 && dims.first() != Some(&1) && dims.len() > 1
+    {
+        return Err(format!(
+            "the binding of model {} builds {} values but input {} takes {:?}",
+            binding.model, binding.width, input.name, dims
+        ));
+    }
+    Ok(input.name.clone())
+}
+
+fn key_text(v: &JsonValue, what: &str) -> ApiResult<String> {
+    match v {
+        JsonValue::String(s) if !s.is_empty() => Ok(s.clone()),
+        JsonValue::Number(n) if n.is_i64() => Ok(n.to_string()),
+        other => Err(ApiError::bad(format!(
+            "{what}: {other} is not a non-empty string or integer key"
+        ))),
+    }
+}
+
+fn request_time(ctx: &Option<serde_json::Map<String, JsonValue>>) -> ApiResult<i64> {
+    match ctx.as_ref().and_then(|c| c.get("timestamp")) {
+        None | Some(JsonValue::Null) => Ok(now_ms()),
+        Some(JsonValue::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| ApiError::bad("context.timestamp: not epoch milliseconds")),
+        Some(JsonValue::String(s)) => Timestamp::parse(s)
+            .map(|t| t.0)
+            .map_err(|e| ApiError::bad(format!("context.timestamp: {e}"))),
+        Some(other) => Err(ApiError::bad(format!(
+            "context.timestamp: {other} is not a timestamp"
+        ))),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn new_inference_id() -> String {
+    let x: u128 = rand::random();
+    // UUID version 4, variant 1.
+    let x = (x & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let h = format!("{x:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// `POST /infer`.
+pub async fn infer(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let start = Instant::now();
+    let body = body?;
+    let req: InferBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("infer request: {e}")))?;
+    let entity = match &req.entity_id {
+        None | Some(JsonValue::Null) => return Err(ApiError::bad("entity_id: missing")),
+        Some(v) => key_text(v, "entity_id")?,
+    };
+    let Some(features) = req.features.as_ref() else {
+        return Err(ApiError::bad("features: missing"));
+    };
+    let timeout = Duration::from_millis(
+        req.timeout_ms
+            .unwrap_or(DEFAULT_TIMEOUT_MS)
+            .min(MAX_TIMEOUT_MS),
+    );
+    let deadline = start + timeout;
+    let models = s.models.as_ref().ok_or_else(|| {
+        ApiError::with_status(
+            StatusCode::NOT_FOUND,
+            "no model repository is configured (start with --model-repository DIR)",
+        )
+    })?;
+    let catalog = s.engine.catalog();
+    let binding = match catalog.binding(req.model.as_deref()) {
+        Some(b) => b,
+        None => {
+            return Err(match &req.model {
+                Some(m) if models.is_ready(m, None) => ApiError::bad(format!(
+                    "model {m} has no feature binding in the spec; call it with raw tensors at /v2/models/{m}/infer"
+                )),
+                Some(m) => {
+                    ApiError::with_status(StatusCode::NOT_FOUND, format!("unknown model {m}"))
+                }
+                None => ApiError::bad(
+                    "model: none named and the spec marks no binding `default = true`",
+                ),
+            });
+        }
+    };
+    let model = models.model(&binding.model, None)?;
+    let input = check_binding(binding, &model)
+        .map_err(|e| ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let ts = request_time(&req.context)?;
+
+    // Online features of every view slot.
+    let mut rows: Vec<Vec<Value>> = vec![Vec::new(); binding.slots.len()];
+    let mut named = serde_json::Map::new();
+    for (i, key_field) in binding.key_fields() {
+        let key = match key_field {
+            None => entity.clone(),
+            Some(f) => match features.get(f) {
+                Some(v) if !v.is_null() => key_text(v, &format!("features.{f}"))?,
+                _ => {
+                    return Err(ApiError::bad(format!(
+                        "features.{f}: missing (a feature key)"
+                    )));
+                }
+            },
+        };
+        let Slot::View {
+            view, features: fs, ..
+        } = &binding.slots[i]
+        else {
+            continue;
+        };
+        let v = &catalog.views[*view];
+        let mut read = s.engine.read_features(&v.name, &[key.as_str()], None)?;
+        let values = read.pop().map(|r| r.values).unwrap_or_default();
+        for &f in fs {
+            if let (Some(feat), Some(val)) = (v.features.get(f), values.get(f)) {
+                named.insert(format!("{}:{}", v.name, feat.name), val.to_json());
+            }
+        }
+        rows[i] = values;
+    }
+    let views: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
+    let mut vector = Vec::with_capacity(binding.width);
+    binding
+        .assemble(&views, features, ts, &mut vector)
+        .map_err(ApiError::bad)?;
+
+    let outputs = model
+        .infer(
+            vec![Tensor {
+                name: input,
+                datatype: DataType::Fp32,
+                shape: vec![1, binding.width as i64],
+                data: vector,
+            }],
+            Some(deadline),
+        )
+        .await?;
+    let pick = |name: Option<&str>| outputs.iter().find(|t| Some(t.name.as_str()) == name);
+    let predictions = pick(binding.predictions_output.as_deref())
+        .or_else(|| pick(Some("predictions")))
+        .or_else(|| outputs.first())
+        .ok_or_else(|| {
+            ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, "model gave no output")
+        })?;
+    let confidence =
+        match pick(binding.confidence_output.as_deref()).or_else(|| pick(Some("confidence"))) {
+            Some(t) => t.data.first().copied(),
+            None => predictions.data.iter().copied().reduce(f32::max),
+        };
+    let latency_ms = start.elapsed().as_secs_f64() * 1e3;
+    let inference_id = new_inference_id();
+    let version = model.version().to_string();
+    let preds: Vec<f64> = predictions.data.iter().map(|&x| f64::from(x)).collect();
+    for (k, v) in features {
+        named.insert(k.clone(), v.clone());
+    }
+    let record = vec![
+        Value::Str(inference_id.as_str().into()),
+        Value::Str(entity.as_str().into()),
+        Value::Ts(ts),
+        Value::Str(model.name().into()),
+        Value::Int(model.version()),
+        Value::Str(JsonValue::Object(named).to_string().into()),
+        Value::Str(json!(preds).to_string().into()),
+        confidence.map_or(Value::Null, |c| Value::Float(f64::from(c))),
+        Value::Float(latency_ms),
+    ];
+    s.engine
+        .submit_rows(INFERENCE_STREAM, vec![record])?
+        .wait()
+        .await?;
+    Ok(Json(json!({
+        "result": {
+            "predictions": preds,
+            "confidence": confidence,
+            "model_version": version,
+        },
+        "inference_id": inference_id,
+        "latency_ms": latency_ms,
+        "timestamp": Timestamp(ts).to_rfc3339(),
+        "model": model.name(),
+        "model_version": version,
+    }))
+    .into_response())
+}
+
+/// `GET /v1/inferences/{id}`: the inference record, while it is in the hot
+/// tier.
+pub async fn get_inference(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JsonValue>> {
+    match s.engine.record_by_id(INFERENCE_STREAM, &id)? {
+        Some(mut r) => {
+            // Stored as JSON text; answer them as JSON.
+            for field in ["features", "predictions"] {
+                if let Some(JsonValue::String(t)) = r.get(field)
+                    && let Ok(v) = serde_json::from_str::<JsonValue>(t)
+                {
+                    r[field] = v;
+                }
+            }
+            Ok(Json(r))
+        }
+        None => Err(ApiError::with_status(
+            StatusCode::NOT_FOUND,
+            format!("no inference record {id} in the hot tier"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inference_ids_are_uuid_v4() {
+        let a = new_inference_id();
+        let b = new_inference_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+    }
+}
