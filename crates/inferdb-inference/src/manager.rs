@@ -232,7 +232,11 @@ impl ModelManager {
 
     /// A loaded version of `name`: `version` or, when `None`, the highest
     /// loaded one.
-    pub fn model(&self, name: &str, version: Option<i64>) -> Result<Arc<ModelHandle>, InferenceError> {
+    pub fn model(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Arc<ModelHandle>, InferenceError> {
         lookup(&self.inner, name, version)
     }
 
@@ -352,7 +356,11 @@ impl ModelManager {
     }
 }
 
-fn lookup(inner: &Inner, name: &str, version: Option<i64>) -> Result<Arc<ModelHandle>, InferenceError> {
+fn lookup(
+    inner: &Inner,
+    name: &str,
+    version: Option<i64>,
+) -> Result<Arc<ModelHandle>, InferenceError> {
     let models = inner.models.read();
     let unknown = || InferenceError::UnknownModel {
         name: name.to_string(),
@@ -474,7 +482,10 @@ fn load_dirs(inner: &Inner, dirs: Vec<ModelDir>) {
     }
 }
 
-fn load_model(inner: &Inner, dir: &ModelDir) -> Result<BTreeMap<i64, Arc<ModelHandle>>, InferenceError> {
+fn load_model(
+    inner: &Inner,
+    dir: &ModelDir,
+) -> Result<BTreeMap<i64, Arc<ModelHandle>>, InferenceError> {
     let config = dir.config.clone()?;
     let available: Vec<i64> = dir.versions.iter().map(|(v, _)| *v).collect();
     let selected = config.version_selected(&available);
@@ -548,12 +559,7 @@ fn autocomplete(
     }
     let skip = usize::from(config.max_batch_size > 0);
     let convert = |io: &crate::runtime::OnnxIo| -> Result<TensorConfig, InferenceError> {
-        let dims: Vec<i64> = io
-            .dims
-            .iter()
-            .skip(skip)
-            .map(|d| d.unwrap_or(-1))
-            .collect();
+        let dims: Vec<i64> = io.dims.iter().skip(skip).map(|d| d.unwrap_or(-1)).collect();
         Ok(TensorConfig {
             name: io.name.clone(),
             data_type: io.data_type,
@@ -569,7 +575,10 @@ fn autocomplete(
         config.outputs = sig.outputs.iter().map(convert).collect::<Result<_, _>>()?;
     }
     if config.inputs.is_empty() || config.outputs.is_empty() {
-        return Err(cfg_err(name, "the ONNX graph declares no inputs or no outputs"));
+        return Err(cfg_err(
+            name,
+            "the ONNX graph declares no inputs or no outputs",
+        ));
     }
     Ok(config)
 }
@@ -1057,10 +1066,13 @@ impl ModelHandle {
         deadline: Option<Instant>,
     ) -> Result<Vec<Tensor>, InferenceError> {
         self.check_inputs(&inputs)?;
-        let inner = self.manager.upgrade().ok_or_else(|| InferenceError::Unavailable {
-            model: self.name.clone(),
-            reason: "the model manager is gone".into(),
-        })?;
+        let inner = self
+            .manager
+            .upgrade()
+            .ok_or_else(|| InferenceError::Unavailable {
+                model: self.name.clone(),
+                reason: "the model manager is gone".into(),
+            })?;
         let mut pool: HashMap<String, Tensor> =
             inputs.into_iter().map(|t| (t.name.clone(), t)).collect();
         for wave in 0..plan.waves {

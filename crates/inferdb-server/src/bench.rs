@@ -9,6 +9,11 @@
 //!   `user_txn` at a given concurrency; req/s and p50/p90/p99/p999, next to
 //!   Redis answering HGETALL of a hash with the same features, measured in
 //!   the same run (when redis-server is installed).
+//! - `infer`: after ingesting the workload, `POST /infer` for Zipf-random
+//!   users with random request fields (the reference ensemble: features
+//!   joined, model run, record stored) at each concurrency level; req/s and
+//!   p50/p90/p99/p999, then a check that the records stored equal the
+//!   requests answered.
 
 use crate::config::ServerConfig;
 use crate::loadgen::{self, Report};
@@ -55,6 +60,25 @@ pub struct BenchArgs {
     /// 5s to see the effect.
     #[arg(long, default_value = "10m")]
     pub lateness: String,
+}
+
+/// Options of `bench infer`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InferBenchArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Concurrency levels, run one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    pub concurrency: Vec<usize>,
+    /// Requests per concurrency level.
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: u64,
+    /// The model (default: the spec's default binding, the reference ensemble).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Model repository (default: examples/models).
+    #[arg(long)]
+    pub model_repository: Option<PathBuf>,
 }
 
 /// Options of `bench features`.
@@ -200,6 +224,7 @@ pub fn server_config(
     fsync: FsyncPolicy,
     worker_threads: Option<usize>,
     lateness: Option<&str>,
+    model_repository: Option<PathBuf>,
 ) -> anyhow::Result<ServerConfig> {
     let spec = match lateness {
         Some(l) => SPEC.replacen("lateness = \"5s\"", &format!("lateness = \"{l}\""), 1),
@@ -215,9 +240,50 @@ pub fn server_config(
         max_keys_per_read: 1000,
         worker_threads,
         engine,
-        model_repository: None,
+        model_repository,
         repository_poll: None,
     })
+}
+
+/// The reference model repository: `./examples/models` when run from a
+/// checkout, else the one next to the sources this binary was built from.
+pub fn default_model_repository() -> Option<PathBuf> {
+    let here = PathBuf::from("examples/models");
+    if here.is_dir() {
+        return Some(here);
+    }
+    let built = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/models"
+    ));
+    built.is_dir().then_some(built)
+}
+
+/// `n` `/infer` bodies: Zipf-random users, request fields drawn like the
+/// workload's (merchant uniform, category/country/channel uniform,
+/// log-normal amounts).
+pub fn infer_bodies(n: usize, seed: u64) -> Vec<Bytes> {
+    use crate::workload::{CATEGORIES, CHANNELS, COUNTRIES, MERCHANTS, merchant_id};
+    use rand::{Rng, SeedableRng};
+    let mut users = UserSampler::new(seed);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed ^ 0x1fe7);
+    (0..n)
+        .map(|_| {
+            let amount = (rng.random_range(0.0f64..1.0).powi(3) * 2_000.0 * 100.0).round() / 100.0;
+            let body = serde_json::json!({
+                "entity_id": users.next_user(),
+                "features": {
+                    "amount": amount,
+                    "merchant_id": merchant_id(rng.random_range(0..MERCHANTS)),
+                    "category": CATEGORIES[rng.random_range(0..CATEGORIES.len())],
+                    "country": COUNTRIES[rng.random_range(0..COUNTRIES.len())],
+                    "channel": CHANNELS[rng.random_range(0..CHANNELS.len())],
+                    "card_present": rng.random_bool(0.3),
+                },
+            });
+            Bytes::from(body.to_string())
+        })
+        .collect()
 }
 
 /// Result of an ingest run.
@@ -347,6 +413,7 @@ fn machine() -> String {
 /// returned guard.
 fn start_and_ingest(
     args: &BenchArgs,
+    models: Option<PathBuf>,
 ) -> anyhow::Result<(
     tokio::runtime::Runtime,
     serve::RunningServer,
@@ -368,6 +435,7 @@ fn start_and_ingest(
         args.fsync,
         args.worker_threads,
         Some(&args.lateness),
+        models,
     )?))?;
     let r = ingest(server.addr, bodies, events, bad, args.ingest_concurrency)?;
     print_ingest(&r, args);
@@ -377,7 +445,7 @@ fn start_and_ingest(
 /// `inferdb bench ingest`.
 pub fn run_ingest(args: &BenchArgs) -> anyhow::Result<()> {
     println!("inferdb bench ingest — machine: {}", machine());
-    let (rt, server, r, _keep) = start_and_ingest(args)?;
+    let (rt, server, r, _keep) = start_and_ingest(args, None)?;
     let stats = server.engine.stream_stats("transactions")?;
     println!(
         "  server: stored {}, rejected {}, late {}; entities {:?}",
@@ -398,7 +466,7 @@ pub fn run_ingest(args: &BenchArgs) -> anyhow::Result<()> {
 pub fn run_features(args: &FeatureBenchArgs) -> anyhow::Result<()> {
     println!("inferdb bench features — machine: {}", machine());
     let c = &args.common;
-    let (rt, server, _, _keep) = start_and_ingest(c)?;
+    let (rt, server, _, _keep) = start_and_ingest(c, None)?;
 
     let mut sampler = UserSampler::new(c.seed ^ 0x5eed);
     let paths: Vec<String> = (0..args.requests)
@@ -464,6 +532,73 @@ pub fn run_features(args: &FeatureBenchArgs) -> anyhow::Result<()> {
             }
             None => {
                 println!("  redis: redis-server / redis-benchmark not installed; no comparison")
+            }
+        }
+    }
+    rt.block_on(server.stop())?;
+    Ok(())
+}
+
+/// `inferdb bench infer`.
+pub fn run_infer(args: &InferBenchArgs) -> anyhow::Result<()> {
+    println!("inferdb bench infer — machine: {}", machine());
+    let repo = args
+        .model_repository
+        .clone()
+        .or_else(default_model_repository)
+        .ok_or_else(|| anyhow::anyhow!("no model repository: pass --model-repository DIR"))?;
+    let (rt, server, _, _keep) = start_and_ingest(&args.common, Some(repo.clone()))?;
+    let mut bodies = infer_bodies(50_000, args.common.seed ^ 0x1f);
+    if let Some(m) = &args.model {
+        for b in &mut bodies {
+            let mut v: serde_json::Value = serde_json::from_slice(b)?;
+            v["model"] = serde_json::json!(m);
+            *b = Bytes::from(v.to_string());
+        }
+    }
+    let bodies = Arc::new(bodies);
+    let model = args
+        .model
+        .as_deref()
+        .unwrap_or("the default binding (fraud_ensemble)");
+    println!(
+        "POST /infer ({model}, repository {}), Zipf-random users, records stored:",
+        repo.display()
+    );
+    // Warm-up: connections, allocator, batcher threads.
+    let warm = loadgen::post_json_repeat(server.addr, "/infer", bodies.clone(), 2_000, 16)?;
+    anyhow::ensure!(warm.errors == 0, "{} warm-up requests failed", warm.errors);
+    let mut answered = warm.ok;
+    for &c in &args.concurrency {
+        let rep =
+            loadgen::post_json_repeat(server.addr, "/infer", bodies.clone(), args.requests, c)?;
+        answered += rep.ok;
+        println!("  concurrency {c:>3}: {}", rep.summary_line());
+    }
+    let stats = server
+        .engine
+        .stream_stats(inferdb_types::INFERENCE_STREAM)?;
+    println!(
+        "  inference records stored: {}, requests answered: {answered}",
+        stats.events_stored
+    );
+    anyhow::ensure!(
+        stats.events_stored == answered,
+        "{} records stored for {answered} answered requests",
+        stats.events_stored
+    );
+    if let Some(m) = &server.models {
+        for name in m.loaded_names() {
+            if let Ok(h) = m.model(&name, None)
+                && let Some(b) = h.stats().batcher
+                && b.batches > 0
+            {
+                println!(
+                    "  {name}: {} batches, {:.1} rows per batch on average, max {}",
+                    b.batches,
+                    b.rows_executed as f64 / b.batches as f64,
+                    b.max_batch_rows
+                );
             }
         }
     }

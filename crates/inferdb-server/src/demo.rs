@@ -2,9 +2,12 @@
 //! minute — start a server in a temporary directory, ingest the `small`
 //! reference workload over HTTP with a progress bar, then show the ingest
 //! rate, the stream's counters, a few users' features, a Feast-style read
-//! and a user's most recent records. It grows as inferdb does.
+//! and a user's most recent records; then load the reference ensemble from
+//! `examples/models`, answer a few hundred `POST /infer` requests and show
+//! predictions, latency percentiles and a stored inference record. It grows
+//! as inferdb does.
 
-use crate::bench::{server_config, workload_bodies};
+use crate::bench::{default_model_repository, infer_bodies, server_config, workload_bodies};
 use crate::client::{get_json, post_json};
 use crate::loadgen;
 use crate::serve;
@@ -23,11 +26,13 @@ pub fn run(size: Size, seed: u64) -> anyhow::Result<()> {
         dir.path().display()
     );
     let rt = serve::runtime(None)?;
+    let models = default_model_repository();
     let server = rt.block_on(serve::start(server_config(
         dir.path().to_path_buf(),
         FsyncPolicy::Batch,
         None,
         None,
+        models.clone(),
     )?))?;
     let addr = server.addr;
     println!("listening on http://{addr}  (spec: examples/payments/spec.toml)");
@@ -95,6 +100,48 @@ pub fn run(size: Size, seed: u64) -> anyhow::Result<()> {
         println!("\nGET /v1/entities/transactions/user_000000/records?limit=3\n{}", serde_json::to_string_pretty(&recs)?);
         anyhow::Ok(())
     })?;
+
+    match &models {
+        None => println!(
+            "\n(no examples/models directory found: run from the repository root to see /infer)"
+        ),
+        Some(repo) => {
+            println!(
+                "\nmodel repository {}: fraud_ensemble = feature_preprocessor -> main_model_v3 (MLP 256-256-128-10) -> confidence_calibrator",
+                repo.display()
+            );
+            let bodies = infer_bodies(400, seed);
+            let first = bodies.first().cloned().unwrap_or_default();
+            let rep =
+                loadgen::post_json_repeat(addr, "/infer", std::sync::Arc::new(bodies), 400, 8)?;
+            anyhow::ensure!(rep.errors == 0, "{} /infer requests failed", rep.errors);
+            println!(
+                "POST /infer x {} (8 connections): {}",
+                rep.requests,
+                rep.summary_line()
+            );
+            rt.block_on(async {
+                let req: serde_json::Value = serde_json::from_slice(&first)?;
+                let (_, out) = post_json(addr, "/infer", &req).await?;
+                println!(
+                    "\nPOST /infer {req}\n{}",
+                    serde_json::to_string_pretty(&out)?
+                );
+                if let Some(id) = out["inference_id"].as_str() {
+                    let path = format!("/v1/inferences/{id}");
+                    let (_, rec) = get_json(addr, &path).await?;
+                    println!("\nGET {path}\n{}", serde_json::to_string_pretty(&rec)?);
+                }
+                let (_, st) = get_json(addr, "/v1/streams/inference_records/stats").await?;
+                println!(
+                    "\ninference records stored: {} (requests answered: {})",
+                    st["events_stored"],
+                    rep.ok + 1
+                );
+                anyhow::Ok(())
+            })?;
+        }
+    }
     rt.block_on(server.stop())?;
     println!(
         "\ndemo finished in {:.1} s",

@@ -327,7 +327,7 @@ async fn repository_unload(
 
 // ---------------------------------------------------------------- infer
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InferRequest {
     #[serde(default)]
@@ -339,7 +339,7 @@ struct InferRequest {
     outputs: Option<Vec<RequestedOutput>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InputTensor {
     name: String,
@@ -351,7 +351,7 @@ struct InputTensor {
     data: Option<JsonValue>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RequestedOutput {
     name: String,
@@ -407,7 +407,7 @@ fn json_values(name: &str, dt: DataType, data: &JsonValue, out: &mut Vec<f32>) -
 
 fn binary_values(name: &str, dt: DataType, bytes: &[u8], out: &mut Vec<f32>) -> ApiResult<()> {
     let size = dt.byte_size().unwrap_or(1);
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(ApiError::bad(format!(
             "input {name}: {} bytes is not a whole number of {dt} values",
             bytes.len()

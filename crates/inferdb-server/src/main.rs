@@ -1,7 +1,7 @@
 //! The `inferdb` command line.
 
 use clap::{Parser, Subcommand};
-use inferdb_server::bench::{BenchArgs, FeatureBenchArgs};
+use inferdb_server::bench::{BenchArgs, FeatureBenchArgs, InferBenchArgs};
 use inferdb_server::config::ServeArgs;
 use inferdb_server::workload::{Size, WorkloadConfig, write_ndjson};
 use inferdb_server::{bench, demo, serve};
@@ -58,6 +58,8 @@ enum BenchCommand {
     Ingest(BenchArgs),
     /// Zipf-random feature reads: req/s and latency percentiles, against Redis HGETALL.
     Features(FeatureBenchArgs),
+    /// POST /infer end to end (features joined, ensemble run, record stored) at several concurrencies.
+    Infer(InferBenchArgs),
 }
 
 fn init_logging(default: &str) {
@@ -123,6 +125,7 @@ fn main() -> anyhow::Result<()> {
             match b {
                 BenchCommand::Ingest(a) => bench::run_ingest(&a),
                 BenchCommand::Features(a) => bench::run_features(&a),
+                BenchCommand::Infer(a) => bench::run_infer(&a),
             }
         }
     }
