@@ -25,7 +25,7 @@
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -185,18 +185,54 @@ fn bucket(rows: usize) -> usize {
     (b as usize).min(HISTOGRAM_BUCKETS - 1)
 }
 
-type Reply = Result<Vec<f32>, InferenceError>;
+/// A request's outputs (`rows * output_width` values) or why there are none.
+pub type Reply = Result<Vec<f32>, InferenceError>;
+
+/// A continuation run on the execution thread with a request's reply
+/// (used to chain ensemble steps from one batcher thread to the next
+/// without a round trip through the async runtime).
+pub type Then = Box<dyn FnOnce(Reply) + Send>;
+
+/// Where a request's answer goes.
+enum ReplyTo {
+    Channel(oneshot::Sender<Reply>),
+    Then {
+        then: Then,
+        /// Set when the caller gave up; the request is then dropped unrun.
+        cancelled: Arc<AtomicBool>,
+    },
+}
+
+impl ReplyTo {
+    fn send(self, r: Reply) {
+        match self {
+            ReplyTo::Channel(tx) => {
+                let _ = tx.send(r);
+            }
+            ReplyTo::Then { then, .. } => then(r),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            ReplyTo::Channel(tx) => tx.is_closed(),
+            ReplyTo::Then { cancelled, .. } => cancelled.load(Ordering::Acquire),
+        }
+    }
+}
 
 struct Request {
     input: Vec<f32>,
     rows: usize,
     deadline: Option<Instant>,
     enqueued: Instant,
-    reply: oneshot::Sender<Reply>,
+    reply: ReplyTo,
 }
 
 struct Queue {
     requests: VecDeque<Request>,
+    /// Rows of `requests` (kept by submit, recomputed by the workers).
+    rows: usize,
     closing: bool,
 }
 
@@ -296,6 +332,7 @@ impl Batcher {
             output_width,
             queue: Mutex::new(Queue {
                 requests: VecDeque::new(),
+                rows: 0,
                 closing: false,
             }),
             ready: Condvar::new(),
@@ -313,6 +350,7 @@ impl Batcher {
                 input: Vec::new(),
                 out: Vec::new(),
                 batch: Vec::new(),
+                expired: Vec::new(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("inferdb-batch-{}-{i}", name.replace('\0', "")))
@@ -351,62 +389,118 @@ impl Batcher {
         rows: usize,
         deadline: Option<Instant>,
     ) -> Result<Pending, InferenceError> {
-        let sh = &*self.shared;
-        if rows > sh.cfg.max_batch_size {
-            return Err(InferenceError::BatchTooLarge {
-                model: sh.name.clone(),
-                rows,
-                max: sh.cfg.max_batch_size,
-            });
-        }
-        let expected = rows.saturating_mul(sh.input_width);
-        if input.len() != expected {
-            return Err(InferenceError::InputShape {
-                n: rows,
-                features: sh.input_width,
-                expected,
-                got: input.len(),
-            });
-        }
         let (tx, rx) = oneshot::channel();
         let pending = Pending {
             rx,
             model: Arc::clone(&self.model),
         };
+        self.enqueue(input, rows, deadline, ReplyTo::Channel(tx))
+            .map_err(|(e, _)| e)?;
+        Ok(pending)
+    }
+
+    /// Like [`Batcher::submit`], but the answer (or the refusal) is given
+    /// to `then`, run on the execution thread that finished the batch (or
+    /// on the caller's thread when the request is refused or empty). `then`
+    /// must be short and must not block: it runs before the thread's next
+    /// batch. A request whose `cancelled` flag is set before it runs is
+    /// dropped and `then` is never called.
+    pub fn submit_then(
+        &self,
+        input: Vec<f32>,
+        rows: usize,
+        deadline: Option<Instant>,
+        cancelled: Arc<AtomicBool>,
+        then: Then,
+    ) {
+        if let Err((e, reply)) =
+            self.enqueue(input, rows, deadline, ReplyTo::Then { then, cancelled })
+        {
+            reply.send(Err(e));
+        }
+    }
+
+    fn enqueue(
+        &self,
+        input: Vec<f32>,
+        rows: usize,
+        deadline: Option<Instant>,
+        reply: ReplyTo,
+    ) -> Result<(), (InferenceError, ReplyTo)> {
+        let sh = &*self.shared;
+        if rows > sh.cfg.max_batch_size {
+            let e = InferenceError::BatchTooLarge {
+                model: sh.name.clone(),
+                rows,
+                max: sh.cfg.max_batch_size,
+            };
+            return Err((e, reply));
+        }
+        let expected = rows.saturating_mul(sh.input_width);
+        if input.len() != expected {
+            let e = InferenceError::InputShape {
+                n: rows,
+                features: sh.input_width,
+                expected,
+                got: input.len(),
+            };
+            return Err((e, reply));
+        }
         if rows == 0 {
             // Nothing to run; answering here keeps empty requests out of batches.
-            let _ = tx.send(Ok(Vec::new()));
-            return Ok(pending);
+            reply.send(Ok(Vec::new()));
+            return Ok(());
         }
         let mut q = sh.queue.lock();
         if q.closing {
-            return Err(InferenceError::Unavailable {
+            drop(q);
+            let e = InferenceError::Unavailable {
                 model: sh.name.clone(),
                 reason: "shutting down".into(),
-            });
+            };
+            return Err((e, reply));
         }
         if q.requests.len() >= sh.cfg.max_queue_size {
             drop(q);
             bump(&sh.counters.overloads, 1);
-            return Err(InferenceError::Overloaded {
+            let e = InferenceError::Overloaded {
                 model: sh.name.clone(),
                 max_queue_size: sh.cfg.max_queue_size,
-            });
+            };
+            return Err((e, reply));
         }
+        let was_empty = q.requests.is_empty();
         q.requests.push_back(Request {
             input,
             rows,
             deadline,
             enqueued: Instant::now(),
-            reply: tx,
+            reply,
         });
+        q.rows += rows;
         sh.counters
             .queued
             .store(q.requests.len(), Ordering::Relaxed);
+        // Wake a worker only when this request can change its plan: an
+        // idle worker (empty queue), a batch that is now full or at a
+        // preferred size, no delay to wait for, or several instances. A
+        // worker already waiting out the oldest request's delay would wake,
+        // find nothing to run and sleep again: one futex round trip per
+        // request for nothing. (A new request whose deadline is earlier than
+        // that wake-up is answered Timeout at the wake-up, at most
+        // `max_queue_delay` late.)
+        let cfg = &sh.cfg;
+        let wake = was_empty
+            || q.rows >= cfg.max_batch_size
+            || cfg.preferred_batch_sizes.contains(&q.rows)
+            || cfg.max_queue_delay.is_zero()
+            || cfg.instances > 1;
         drop(q);
         bump(&sh.counters.requests, 1);
-        sh.ready.notify_one();
-        Ok(pending)
+        if wake {
+            sh.ready.notify_one();
+        }
+        Ok(())
     }
 
     /// A snapshot of the counters.
@@ -451,7 +545,7 @@ impl Batcher {
         let mut q = sh.queue.lock();
         for r in q.requests.drain(..) {
             bump(&sh.counters.unavailable, 1);
-            let _ = r.reply.send(Err(InferenceError::Unavailable {
+            r.reply.send(Err(InferenceError::Unavailable {
                 model: sh.name.clone(),
                 reason: "shut down".into(),
             }));
@@ -483,6 +577,7 @@ struct Worker {
     input: Vec<f32>,
     out: Vec<f32>,
     batch: Vec<Request>,
+    expired: Vec<Request>,
 }
 
 impl Worker {
@@ -499,13 +594,33 @@ impl Worker {
         let mut q = sh.queue.lock();
         loop {
             let closing = q.closing;
-            let plan = plan(&sh, &mut q.requests, closing, Instant::now());
+            let plan = plan(
+                &sh,
+                &mut q.requests,
+                &mut self.expired,
+                closing,
+                Instant::now(),
+            );
+            q.rows = q.requests.iter().map(|r| r.rows).sum();
+            if !self.expired.is_empty() {
+                let expired = std::mem::take(&mut self.expired);
+                parking_lot::MutexGuard::unlocked(&mut q, || {
+                    for r in expired {
+                        r.reply.send(Err(InferenceError::Timeout {
+                            model: sh.name.clone(),
+                        }));
+                    }
+                });
+                // The queue may have changed meanwhile: plan again.
+                continue;
+            }
             sh.counters
                 .queued
                 .store(q.requests.len(), Ordering::Relaxed);
             match plan {
                 Plan::Run(k) => {
                     self.batch.extend(q.requests.drain(..k));
+                    q.rows = q.requests.iter().map(|r| r.rows).sum();
                     sh.counters
                         .queued
                         .store(q.requests.len(), Ordering::Relaxed);
@@ -566,14 +681,14 @@ impl Worker {
                 let mut off = 0;
                 for r in self.batch.drain(..) {
                     let len = r.rows * sh.output_width;
-                    let _ = r.reply.send(Ok(self.out[off..off + len].to_vec()));
+                    r.reply.send(Ok(self.out[off..off + len].to_vec()));
                     off += len;
                 }
             }
             Err(e) => {
                 bump(&c.failed_batches, 1);
                 for r in self.batch.drain(..) {
-                    let _ = r.reply.send(Err(e.clone()));
+                    r.reply.send(Err(e.clone()));
                 }
             }
         }
@@ -583,7 +698,13 @@ impl Worker {
 /// Drops expired and cancelled requests from the candidate batch at the queue
 /// head, then decides whether it runs now. Only the head is scanned (at most
 /// `max_batch_size` live requests), so the cost per wake-up is bounded.
-fn plan(sh: &Shared, queue: &mut VecDeque<Request>, closing: bool, now: Instant) -> Plan {
+fn plan(
+    sh: &Shared,
+    queue: &mut VecDeque<Request>,
+    expired: &mut Vec<Request>,
+    closing: bool,
+    now: Instant,
+) -> Plan {
     let cfg = &sh.cfg;
     let mut rows = 0usize;
     let mut take = 0usize;
@@ -600,10 +721,10 @@ fn plan(sh: &Shared, queue: &mut VecDeque<Request>, closing: bool, now: Instant)
         }
         if r.deadline.is_some_and(|d| d <= now) {
             bump(&sh.counters.timeouts, 1);
+            // Answered by the caller once the queue lock is released: a
+            // continuation may queue work on another (or this) batcher.
             if let Some(r) = queue.remove(i) {
-                let _ = r.reply.send(Err(InferenceError::Timeout {
-                    model: sh.name.clone(),
-                }));
+                expired.push(r);
             }
             continue;
         }

@@ -23,7 +23,7 @@ pub mod runtime;
 pub mod tensor;
 pub mod tree;
 
-pub use batcher::{Backend, Batcher, BatcherConfig, BatcherStats, Pending};
+pub use batcher::{Backend, Batcher, BatcherConfig, BatcherStats, Pending, Reply, Then};
 pub use config::{
     DynamicBatching, EnsembleStep, ModelConfig, Platform, TensorConfig, VersionPolicy,
 };

@@ -108,7 +108,7 @@ enum Exec {
         batcher: Batcher,
         engine: &'static str,
     },
-    Ensemble(EnsemblePlan),
+    Ensemble(Arc<EnsemblePlan>),
 }
 
 /// One loaded version of a model. Cheap to clone behind an `Arc`; holding
@@ -136,6 +136,9 @@ struct EnsemblePlan {
     /// Steps in a topological order, each with the wave it may run in.
     steps: Vec<PlannedStep>,
     waves: usize,
+    /// One step per wave: a chain, run by continuations from one step's
+    /// execution thread to the next (see [`ChainRun`]).
+    linear: bool,
 }
 
 struct PlannedStep {
@@ -744,10 +747,11 @@ fn load_ensemble(
         version,
         config_json: config.to_json(),
         config: Arc::new(config.clone()),
-        exec: Exec::Ensemble(EnsemblePlan {
+        exec: Exec::Ensemble(Arc::new(EnsemblePlan {
+            linear: waves == planned.len(),
             steps: planned,
             waves,
-        }),
+        })),
         manager: inner.me.clone(),
         counters: Counters::default(),
     })
@@ -855,22 +859,12 @@ impl ModelHandle {
         let rows = self.rows_of(&inputs);
         let result = match &self.exec {
             Exec::Onnx { batcher, .. } => self.infer_onnx(batcher, inputs, deadline).await,
+            Exec::Ensemble(plan) if plan.linear && self.steps_are_onnx(plan) => {
+                self.infer_chain(plan, inputs, deadline).await
+            }
             Exec::Ensemble(plan) => self.infer_ensemble(plan, inputs, deadline).await,
         };
-        let ns = start.elapsed().as_nanos() as u64;
-        let c = &self.counters;
-        match &result {
-            Ok(_) => {
-                c.success.fetch_add(1, Ordering::Relaxed);
-                c.success_ns.fetch_add(ns, Ordering::Relaxed);
-                c.inference_count.fetch_add(rows as u64, Ordering::Relaxed);
-            }
-            Err(_) => {
-                c.fail.fetch_add(1, Ordering::Relaxed);
-                c.fail_ns.fetch_add(ns, Ordering::Relaxed);
-            }
-        }
-        c.last_inference_ms.store(now_ms(), Ordering::Relaxed);
+        self.count(start, rows, result.is_ok());
         result
     }
 
@@ -973,12 +967,8 @@ impl ModelHandle {
         Ok(rows.unwrap_or(0))
     }
 
-    async fn infer_onnx(
-        &self,
-        batcher: &Batcher,
-        mut inputs: Vec<Tensor>,
-        deadline: Option<Instant>,
-    ) -> Result<Vec<Tensor>, InferenceError> {
+    /// Checks the inputs and lays them out as the batcher's rows.
+    fn prepare(&self, mut inputs: Vec<Tensor>) -> Result<(Vec<f32>, usize), InferenceError> {
         let rows = self.check_inputs(&inputs)?;
         let cfg = &*self.config;
         // One input: its buffer is already the row-major batch. Several:
@@ -1001,8 +991,71 @@ impl ModelHandle {
             }
             data
         };
+        Ok((data, rows))
+    }
+
+    async fn infer_onnx(
+        &self,
+        batcher: &Batcher,
+        inputs: Vec<Tensor>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Tensor>, InferenceError> {
+        let (data, rows) = self.prepare(inputs)?;
         let out = batcher.submit(data, rows, deadline)?.wait().await?;
         self.split_outputs(out, rows)
+    }
+
+    fn count(&self, start: Instant, rows: usize, ok: bool) {
+        let ns = start.elapsed().as_nanos() as u64;
+        let c = &self.counters;
+        if ok {
+            c.success.fetch_add(1, Ordering::Relaxed);
+            c.success_ns.fetch_add(ns, Ordering::Relaxed);
+            c.inference_count.fetch_add(rows as u64, Ordering::Relaxed);
+        } else {
+            c.fail.fetch_add(1, Ordering::Relaxed);
+            c.fail_ns.fetch_add(ns, Ordering::Relaxed);
+        }
+        c.last_inference_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Queues a request on this ONNX model's batcher; `then` receives the
+    /// outputs on the execution thread (counters kept as by `infer`).
+    fn submit_then(
+        self: &Arc<Self>,
+        inputs: Vec<Tensor>,
+        deadline: Option<Instant>,
+        cancelled: Arc<AtomicBool>,
+        then: impl FnOnce(Result<Vec<Tensor>, InferenceError>) + Send + 'static,
+    ) {
+        let start = Instant::now();
+        let Exec::Onnx { batcher, .. } = &self.exec else {
+            then(Err(InferenceError::Internal(format!(
+                "model {} is not an ONNX model",
+                self.name
+            ))));
+            return;
+        };
+        let (data, rows) = match self.prepare(inputs) {
+            Ok(x) => x,
+            Err(e) => {
+                self.count(start, 0, false);
+                then(Err(e));
+                return;
+            }
+        };
+        let me = Arc::clone(self);
+        batcher.submit_then(
+            data,
+            rows,
+            deadline,
+            cancelled,
+            Box::new(move |r| {
+                let res = r.and_then(|out| me.split_outputs(out, rows));
+                me.count(start, rows, res.is_ok());
+                then(res)
+            }),
+        );
     }
 
     fn split_outputs(&self, out: Vec<f32>, rows: usize) -> Result<Vec<Tensor>, InferenceError> {
@@ -1057,6 +1110,64 @@ impl ModelHandle {
             }
         }
         Ok(tensors)
+    }
+
+    /// Whether every step of the plan is now an ONNX model (a step that is
+    /// itself an ensemble runs through the general path).
+    fn steps_are_onnx(&self, plan: &EnsemblePlan) -> bool {
+        let Some(inner) = self.manager.upgrade() else {
+            return false;
+        };
+        plan.steps.iter().all(|s| {
+            lookup(&inner, &s.model, s.version).is_ok_and(|m| matches!(m.exec, Exec::Onnx { .. }))
+        })
+    }
+
+    /// A linear ensemble: the request hops from one step's execution
+    /// thread to the next by continuation; only the last step's answer comes
+    /// back through the async runtime. Each step still queues in (and
+    /// batches with the other requests of) its own model's batcher.
+    async fn infer_chain(
+        &self,
+        plan: &Arc<EnsemblePlan>,
+        inputs: Vec<Tensor>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Tensor>, InferenceError> {
+        self.check_inputs(&inputs)?;
+        let inner = self
+            .manager
+            .upgrade()
+            .ok_or_else(|| InferenceError::Unavailable {
+                model: self.name.clone(),
+                reason: "the model manager is gone".into(),
+            })?;
+        let cancelled = Arc::new(AtomicBool::new(false));
+        // Dropping this future (the client went away) cancels the steps not
+        // yet run.
+        let _guard = CancelOnDrop(Arc::clone(&cancelled));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        advance(ChainRun {
+            inner,
+            plan: Arc::clone(plan),
+            next: 0,
+            pool: inputs.into_iter().map(|t| (t.name.clone(), t)).collect(),
+            deadline,
+            cancelled,
+            done: tx,
+        });
+        let mut pool = rx.await.map_err(|_| InferenceError::Unavailable {
+            model: self.name.clone(),
+            reason: "a step stopped without answering".into(),
+        })??;
+        self.config
+            .outputs
+            .iter()
+            .map(|c| {
+                pool.remove(&c.name).ok_or_else(|| {
+                    InferenceError::Internal(format!("ensemble output {} missing", c.name))
+                })
+            })
+            .collect()
     }
 
     async fn infer_ensemble(
@@ -1120,4 +1231,81 @@ impl ModelHandle {
             })
             .collect()
     }
+}
+
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// One request travelling down a linear ensemble.
+struct ChainRun {
+    inner: Arc<Inner>,
+    plan: Arc<EnsemblePlan>,
+    next: usize,
+    pool: HashMap<String, Tensor>,
+    deadline: Option<Instant>,
+    cancelled: Arc<AtomicBool>,
+    done: tokio::sync::oneshot::Sender<Result<HashMap<String, Tensor>, InferenceError>>,
+}
+
+/// Queues the run's next step, whose continuation queues the one after it;
+/// the last answers `done`.
+fn advance(mut run: ChainRun) {
+    let plan = Arc::clone(&run.plan);
+    let Some(step) = plan.steps.get(run.next) else {
+        let _ = run.done.send(Ok(run.pool));
+        return;
+    };
+    let model = match lookup(&run.inner, &step.model, step.version) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = run.done.send(Err(e));
+            return;
+        }
+    };
+    let mut args = Vec::with_capacity(step.inputs.len());
+    for (input, tensor) in &step.inputs {
+        // A tensor no later step reads moves; one read again is copied.
+        let later = plan.steps[run.next + 1..]
+            .iter()
+            .any(|s| s.inputs.iter().any(|(_, t)| t == tensor));
+        let t = if later {
+            run.pool.get(tensor).cloned()
+        } else {
+            run.pool.remove(tensor)
+        };
+        match t {
+            Some(t) => args.push(Tensor {
+                name: input.clone(),
+                ..t
+            }),
+            None => {
+                let _ = run.done.send(Err(InferenceError::Internal(format!(
+                    "ensemble tensor {tensor} missing"
+                ))));
+                return;
+            }
+        }
+    }
+    run.next += 1;
+    let (deadline, cancelled) = (run.deadline, Arc::clone(&run.cancelled));
+    model.submit_then(args, deadline, cancelled, move |res| match res {
+        Ok(outs) => {
+            let step = &run.plan.steps[run.next - 1];
+            for t in outs {
+                if let Some((_, name)) = step.outputs.iter().find(|(o, _)| *o == t.name) {
+                    let name = name.clone();
+                    run.pool.insert(name.clone(), Tensor { name, ..t });
+                }
+            }
+            advance(run);
+        }
+        Err(e) => {
+            let _ = run.done.send(Err(e));
+        }
+    });
 }
