@@ -349,23 +349,7 @@ impl Engine {
     ) -> Result<Submitted, EngineError> {
         let si = self.stream_index(stream)?;
         let inner = &*self.inner;
-        if inner.failed.load(Ordering::Acquire) {
-            return Err(EngineError::Unavailable(
-                "an earlier WAL write failed; restart the server".into(),
-            ));
-        }
-        // Admission first (fail fast when the writer is behind), then the
-        // ticket that fixes this batch's place in the log.
-        if inner.queued.fetch_add(1, Ordering::AcqRel) >= inner.queue_depth {
-            inner.queued.fetch_sub(1, Ordering::AcqRel);
-            inner.handles.overloaded.increment(1);
-            return Err(EngineError::Overloaded);
-        }
-        let ticket = Ticket {
-            inner,
-            n: inner.tickets.fetch_add(1, Ordering::AcqRel),
-            live: true,
-        };
+        let ticket = self.admit()?;
         let parsed = parse::parse_batch(&inner.catalog.streams[si], body, format)
             .map_err(|e| EngineError::InvalidInput(e.0))?;
         let received_ms = now_ms();
@@ -418,6 +402,15 @@ impl Engine {
                 }
             }
         }
+        let ticket = self.admit()?;
+        self.enqueue(ticket, si, rows, Vec::new(), Vec::new(), now_ms())
+    }
+
+    /// Admission (fail fast when the writer is behind or failed), then the
+    /// ticket that fixes the batch's place in the log. Dropping the ticket
+    /// unused tells the writer to skip its number.
+    fn admit(&self) -> Result<Ticket<'_>, EngineError> {
+        let inner = &*self.inner;
         if inner.failed.load(Ordering::Acquire) {
             return Err(EngineError::Unavailable(
                 "an earlier WAL write failed; restart the server".into(),
@@ -428,12 +421,11 @@ impl Engine {
             inner.handles.overloaded.increment(1);
             return Err(EngineError::Overloaded);
         }
-        let ticket = Ticket {
+        Ok(Ticket {
             inner,
             n: inner.tickets.fetch_add(1, Ordering::AcqRel),
             live: true,
-        };
-        self.enqueue(ticket, si, rows, Vec::new(), Vec::new(), now_ms())
+        })
     }
 
     /// Frames a validated batch and hands it to the writer under `ticket`.

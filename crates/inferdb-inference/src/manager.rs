@@ -1112,6 +1112,22 @@ impl ModelHandle {
         Ok(tensors)
     }
 
+    /// The ensemble's outputs, in config order, out of the tensor pool.
+    fn take_outputs(
+        &self,
+        mut pool: HashMap<String, Tensor>,
+    ) -> Result<Vec<Tensor>, InferenceError> {
+        self.config
+            .outputs
+            .iter()
+            .map(|c| {
+                pool.remove(&c.name).ok_or_else(|| {
+                    InferenceError::Internal(format!("ensemble output {} missing", c.name))
+                })
+            })
+            .collect()
+    }
+
     /// Whether every step of the plan is now an ONNX model (a step that is
     /// itself an ensemble runs through the general path).
     fn steps_are_onnx(&self, plan: &EnsemblePlan) -> bool {
@@ -1155,19 +1171,11 @@ impl ModelHandle {
             cancelled,
             done: tx,
         });
-        let mut pool = rx.await.map_err(|_| InferenceError::Unavailable {
+        let pool = rx.await.map_err(|_| InferenceError::Unavailable {
             model: self.name.clone(),
             reason: "a step stopped without answering".into(),
         })??;
-        self.config
-            .outputs
-            .iter()
-            .map(|c| {
-                pool.remove(&c.name).ok_or_else(|| {
-                    InferenceError::Internal(format!("ensemble output {} missing", c.name))
-                })
-            })
-            .collect()
+        self.take_outputs(pool)
     }
 
     async fn infer_ensemble(
@@ -1221,15 +1229,7 @@ impl ModelHandle {
                 }
             }
         }
-        self.config
-            .outputs
-            .iter()
-            .map(|c| {
-                pool.remove(&c.name).ok_or_else(|| {
-                    InferenceError::Internal(format!("ensemble output {} missing", c.name))
-                })
-            })
-            .collect()
+        self.take_outputs(pool)
     }
 }
 

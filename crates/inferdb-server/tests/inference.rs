@@ -453,29 +453,9 @@ async fn infer_joins_features_runs_the_ensemble_and_records_it() {
     assert_eq!(x[1], 2.0, "{uf}");
     x.push(num(&mf["features"]["txn_count_1h"]));
     x.push(num(&mf["features"]["amount_avg_24h"]));
-    x.extend(one_hot(
-        &[
-            "grocery",
-            "fuel",
-            "travel",
-            "electronics",
-            "fashion",
-            "dining",
-            "pharmacy",
-            "gaming",
-            "utilities",
-            "education",
-            "entertainment",
-            "home",
-            "auto",
-            "health",
-            "gifts",
-            "other",
-        ],
-        "travel",
-    ));
+    x.extend(one_hot(&inferdb_server::workload::CATEGORIES, "travel"));
     x.extend(one_hot(&inferdb_server::workload::COUNTRIES, "DE"));
-    x.extend(one_hot(&["web", "app", "pos"], "app"));
+    x.extend(one_hot(&inferdb_server::workload::CHANNELS, "app"));
     x.extend([1.0, 99.5, (100.5f64).ln(), 11.0, 3.0]);
     let bucket = (xxhash_rust::xxh3::xxh3_64(b"m_0002") % 187) as usize;
     x.extend((0..187).map(|j| if j == bucket { 1.0 } else { 0.0 }));

@@ -4,13 +4,14 @@
 //! ingest, restart, and every acknowledged event is there, with feature
 //! values equal to a recomputation over the stored events.
 
+mod common;
+
 use bytes::Bytes;
 use inferdb_server::client::{get_json, request_json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,34 +22,14 @@ const SPEC: &str = concat!(
 );
 
 fn start(dir: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inferdb"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--spec",
-            SPEC,
-            "--snapshot-interval-secs",
-            "1",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("INFERDB_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap_or_else(|_| panic!("bad line {line:?}"));
-    (child, addr)
+    common::spawn_server(&[
+        "--spec".as_ref(),
+        SPEC.as_ref(),
+        "--snapshot-interval-secs".as_ref(),
+        "1".as_ref(),
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+    ])
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -10,7 +10,8 @@
 //! It fails, not skips, when `python3`, its `venv` module or PyPI are
 //! missing: CI (`.ci/run`) installs them.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -100,31 +101,17 @@ impl Drop for Server {
 }
 
 fn start(root: &Path, dir: &Path) -> (Server, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inferdb"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .arg("--spec")
-        .arg(root.join("examples/payments/spec.toml"))
-        .arg("--model-repository")
-        .arg(root.join("examples/models"))
-        .arg("--data-dir")
-        .arg(dir)
-        .env("INFERDB_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap_or_else(|_| panic!("bad line {line:?}"));
-    (server, addr)
+    let spec = root.join("examples/payments/spec.toml");
+    let models = root.join("examples/models");
+    let (child, addr) = common::spawn_server(&[
+        "--spec".as_ref(),
+        spec.as_os_str(),
+        "--model-repository".as_ref(),
+        models.as_os_str(),
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+    ]);
+    (Server(child), addr)
 }
 
 #[test]
