@@ -859,10 +859,10 @@ impl ModelHandle {
         let rows = self.rows_of(&inputs);
         let result = match &self.exec {
             Exec::Onnx { batcher, .. } => self.infer_onnx(batcher, inputs, deadline).await,
-            Exec::Ensemble(plan) if plan.linear && self.steps_are_onnx(plan) => {
-                self.infer_chain(plan, inputs, deadline).await
-            }
-            Exec::Ensemble(plan) => self.infer_ensemble(plan, inputs, deadline).await,
+            Exec::Ensemble(plan) => match self.onnx_chain(plan) {
+                Some(models) => self.infer_chain(plan, models, inputs, deadline).await,
+                None => self.infer_ensemble(plan, inputs, deadline).await,
+            },
         };
         self.count(start, rows, result.is_ok());
         result
@@ -1128,15 +1128,23 @@ impl ModelHandle {
             .collect()
     }
 
-    /// Whether every step of the plan is now an ONNX model (a step that is
-    /// itself an ensemble runs through the general path).
-    fn steps_are_onnx(&self, plan: &EnsemblePlan) -> bool {
-        let Some(inner) = self.manager.upgrade() else {
-            return false;
-        };
-        plan.steps.iter().all(|s| {
-            lookup(&inner, &s.model, s.version).is_ok_and(|m| matches!(m.exec, Exec::Onnx { .. }))
-        })
+    /// For a linear plan whose every step is now an ONNX model, the step
+    /// models (resolved once: the request keeps these versions to its end);
+    /// `None` sends the request down the general path (a DAG, a step that
+    /// is itself an ensemble, or a step not loaded, which that path reports).
+    fn onnx_chain(&self, plan: &EnsemblePlan) -> Option<Vec<Arc<ModelHandle>>> {
+        if !plan.linear {
+            return None;
+        }
+        let inner = self.manager.upgrade()?;
+        plan.steps
+            .iter()
+            .map(|s| {
+                lookup(&inner, &s.model, s.version)
+                    .ok()
+                    .filter(|m| matches!(m.exec, Exec::Onnx { .. }))
+            })
+            .collect()
     }
 
     /// A linear ensemble: the request hops from one step's execution
@@ -1146,24 +1154,18 @@ impl ModelHandle {
     async fn infer_chain(
         &self,
         plan: &Arc<EnsemblePlan>,
+        models: Vec<Arc<ModelHandle>>,
         inputs: Vec<Tensor>,
         deadline: Option<Instant>,
     ) -> Result<Vec<Tensor>, InferenceError> {
         self.check_inputs(&inputs)?;
-        let inner = self
-            .manager
-            .upgrade()
-            .ok_or_else(|| InferenceError::Unavailable {
-                model: self.name.clone(),
-                reason: "the model manager is gone".into(),
-            })?;
         let cancelled = Arc::new(AtomicBool::new(false));
         // Dropping this future (the client went away) cancels the steps not
         // yet run.
         let _guard = CancelOnDrop(Arc::clone(&cancelled));
         let (tx, rx) = tokio::sync::oneshot::channel();
         advance(ChainRun {
-            inner,
+            models,
             plan: Arc::clone(plan),
             next: 0,
             pool: inputs.into_iter().map(|t| (t.name.clone(), t)).collect(),
@@ -1243,7 +1245,8 @@ impl Drop for CancelOnDrop {
 
 /// One request travelling down a linear ensemble.
 struct ChainRun {
-    inner: Arc<Inner>,
+    /// The model of each step, resolved when the request started.
+    models: Vec<Arc<ModelHandle>>,
     plan: Arc<EnsemblePlan>,
     next: usize,
     pool: HashMap<String, Tensor>,
@@ -1260,12 +1263,12 @@ fn advance(mut run: ChainRun) {
         let _ = run.done.send(Ok(run.pool));
         return;
     };
-    let model = match lookup(&run.inner, &step.model, step.version) {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = run.done.send(Err(e));
-            return;
-        }
+    let Some(model) = run.models.get(run.next).cloned() else {
+        let _ = run.done.send(Err(InferenceError::Internal(format!(
+            "ensemble step {} has no model",
+            step.model
+        ))));
+        return;
     };
     let mut args = Vec::with_capacity(step.inputs.len());
     for (input, tensor) in &step.inputs {
