@@ -301,7 +301,9 @@ def step_config(name, inputs, outputs):
         return f"{kind} [\n{body}\n]\n"
     return (f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 64\n'
             + io("input", inputs) + io("output", outputs)
-            + "dynamic_batching {\n  max_queue_delay_microseconds: 200\n}\n")
+            # No queue delay (Triton's default): under load batches form from
+            # what queues while a batch runs; alone, a request runs at once.
+            + "dynamic_batching {\n  max_queue_delay_microseconds: 0\n}\n")
 
 
 ENSEMBLE_CONFIG = """name: "fraud_ensemble"
@@ -396,7 +398,7 @@ output [
   }
 ]
 dynamic_batching {
-  max_queue_delay_microseconds: 200
+  max_queue_delay_microseconds: 0
 }
 """
 
