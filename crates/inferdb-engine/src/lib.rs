@@ -161,13 +161,6 @@ pub struct Engine {
 
 const CATALOG_FILE: &str = "catalog.json";
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl Engine {
     /// Opens (or creates) a database: resolves the catalog, recovers state
     /// from the latest snapshot and the log, and starts the writer thread.
@@ -352,7 +345,7 @@ impl Engine {
         let ticket = self.admit()?;
         let parsed = parse::parse_batch(&inner.catalog.streams[si], body, format)
             .map_err(|e| EngineError::InvalidInput(e.0))?;
-        let received_ms = now_ms();
+        let received_ms = Timestamp::now().0;
         let dead: Vec<DeadLetter> = parsed
             .rejected
             .iter()
@@ -403,7 +396,7 @@ impl Engine {
             }
         }
         let ticket = self.admit()?;
-        self.enqueue(ticket, si, rows, Vec::new(), Vec::new(), now_ms())
+        self.enqueue(ticket, si, rows, Vec::new(), Vec::new(), Timestamp::now().0)
     }
 
     /// Admission (fail fast when the writer is behind or failed), then the

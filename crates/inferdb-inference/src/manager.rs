@@ -187,13 +187,6 @@ impl std::fmt::Debug for ModelManager {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl ModelManager {
     /// Loads every model of the repository at `root` and starts the poller.
     /// Fails only when the repository itself cannot be read; a model that
@@ -1016,7 +1009,10 @@ impl ModelHandle {
             c.fail.fetch_add(1, Ordering::Relaxed);
             c.fail_ns.fetch_add(ns, Ordering::Relaxed);
         }
-        c.last_inference_ms.store(now_ms(), Ordering::Relaxed);
+        c.last_inference_ms.store(
+            inferdb_types::Timestamp::now().0.max(0) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Queues a request on this ONNX model's batcher; `then` receives the

@@ -95,7 +95,7 @@ fn key_text(v: &JsonValue, what: &str) -> ApiResult<String> {
 
 fn request_time(ctx: &Option<serde_json::Map<String, JsonValue>>) -> ApiResult<i64> {
     match ctx.as_ref().and_then(|c| c.get("timestamp")) {
-        None | Some(JsonValue::Null) => Ok(now_ms()),
+        None | Some(JsonValue::Null) => Ok(Timestamp::now().0),
         Some(JsonValue::Number(n)) => n
             .as_i64()
             .ok_or_else(|| ApiError::bad("context.timestamp: not epoch milliseconds")),
@@ -106,13 +106,6 @@ fn request_time(ctx: &Option<serde_json::Map<String, JsonValue>>) -> ApiResult<i
             "context.timestamp: {other} is not a timestamp"
         ))),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn new_inference_id() -> String {

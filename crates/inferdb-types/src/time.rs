@@ -11,6 +11,16 @@ use chrono::{DateTime, SecondsFormat, Utc};
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// The wall clock now (epoch milliseconds; 0 if the clock is before 1970).
+    pub fn now() -> Timestamp {
+        Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        )
+    }
+
     /// Parses RFC 3339 (`2026-01-01T00:00:00.250Z`, any offset) or a decimal
     /// string of epoch milliseconds.
     pub fn parse(s: &str) -> Result<Timestamp, TypesError> {
