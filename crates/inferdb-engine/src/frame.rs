@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 /// Frame kind of an ingest batch.
 pub const KIND_BATCH: u8 = 1;
+/// Frame kind of an erasure: the payload is the entity key (UTF-8).
+pub const KIND_ERASE: u8 = 2;
 
 /// A rejected record as kept in the dead-letter store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

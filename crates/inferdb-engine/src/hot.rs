@@ -123,6 +123,20 @@ impl HotShard {
         }
     }
 
+    /// Removes every record of `key` (whose hash is `h`); returns them.
+    /// Their ids left in the FIFO no longer match anything and are skipped.
+    pub fn remove(&mut self, key: &str, h: u64) -> Vec<HotRecord> {
+        let Ok(entry) = self.entities.find_entry(h, |(k, _)| k.as_ref() == key) else {
+            return Vec::new();
+        };
+        let ((_, q), _) = entry.remove();
+        for r in &q {
+            self.bytes -= r.size();
+            self.records -= 1;
+        }
+        q.into()
+    }
+
     /// Number of records held.
     pub fn len(&self) -> usize {
         self.records

@@ -14,15 +14,21 @@
 
 pub mod error;
 pub mod frame;
+mod history;
 pub mod hot;
 pub mod metrics;
 pub mod parse;
 pub mod state;
+mod training;
 mod writer;
 
 pub use error::EngineError;
 pub use frame::DeadLetter;
 pub use inferdb_storage::FsyncPolicy;
+pub use inferdb_storage::arrow;
+pub use inferdb_storage::history::sql::{QueryResult, SqlOptions};
+pub use inferdb_storage::history::{History, TableStats};
+pub use inferdb_storage::parquet;
 pub use parse::{BodyFormat, Rejection};
 pub use state::FeatureRow;
 pub use writer::BatchAck;
@@ -30,6 +36,7 @@ pub use writer::BatchAck;
 use crate::state::{NO_WATERMARK, OnlineState, StateLimits};
 use crate::writer::{Command, PendingBatch, Writer};
 use crossbeam_channel::Sender;
+use inferdb_storage::history::{HistoryOptions, TableDef};
 use inferdb_storage::{Wal, WalOptions, WalReader, read_latest_snapshot};
 use inferdb_types::{Catalog, Spec, Timestamp, Value};
 use serde::Serialize;
@@ -64,6 +71,14 @@ pub struct EngineConfig {
     pub snapshot_interval: Duration,
     /// WAL segment size.
     pub wal_segment_bytes: u64,
+    /// Flush the history head to Parquet once it holds this many rows.
+    pub history_flush_rows: usize,
+    /// ... or once its oldest row is this old.
+    pub history_flush_interval: Duration,
+    /// Time between compaction and retention passes.
+    pub history_maintenance_interval: Duration,
+    /// Compact a partition once it has this many files.
+    pub history_compact_files: usize,
 }
 
 impl EngineConfig {
@@ -81,6 +96,10 @@ impl EngineConfig {
             max_group: 64,
             snapshot_interval: Duration::from_secs(60),
             wal_segment_bytes: 64 << 20,
+            history_flush_rows: 1_000_000,
+            history_flush_interval: Duration::from_secs(60),
+            history_maintenance_interval: Duration::from_secs(300),
+            history_compact_files: 8,
         }
     }
 }
@@ -113,6 +132,19 @@ pub struct StreamStats {
     pub entities: Vec<(String, usize)>,
     /// Bytes held by the stream's hot tier.
     pub hot_tier_bytes: usize,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Erasure {
+    /// The entity key.
+    pub key: String,
+    /// The WAL seq of the erasure record.
+    pub seq: u64,
+    /// Recent records removed from the hot tier.
+    pub hot_records: usize,
+    /// Rows removed from the history (head and Parquet files).
+    pub history_rows: u64,
 }
 
 /// What recovery found at open.
@@ -151,6 +183,10 @@ struct Inner {
     tickets: AtomicU64,
     recovery: RecoveryInfo,
     data_dir: PathBuf,
+    history: inferdb_storage::history::History,
+    history_tx: Sender<history::HistoryMsg>,
+    history_threads: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    flush_stop: Arc<AtomicBool>,
 }
 
 /// The database. Cheap to clone; every clone is the same engine.
@@ -215,9 +251,22 @@ impl Engine {
             }
         }
         let state = state.unwrap_or_else(|| OnlineState::new(&catalog, limits));
-        let from = snapshot_seq.map_or(1, |s| s + 1);
+        let mut hopts = HistoryOptions::new(cfg.data_dir.join("history"));
+        hopts.flush_rows = cfg.history_flush_rows.max(1);
+        hopts.flush_interval = cfg.history_flush_interval;
+        hopts.compact_files = cfg.history_compact_files.max(2);
+        let history = inferdb_storage::history::History::open(
+            hopts,
+            TableDef::all(&catalog),
+            inferdb_storage::history::CaggDef::all(&catalog),
+        )?;
+        let dead_table = catalog.streams.len();
+        // Frames after the snapshot go to online state; frames after the
+        // last history flush go to the history head.
+        let snap = snapshot_seq.unwrap_or(0);
+        let from = snap.min(history.flushed_seq()) + 1;
         let mut replayed = 0u64;
-        let mut last = snapshot_seq.unwrap_or(0);
+        let mut last = snap;
         for f in WalReader::open(&wal_dir, from)? {
             let f = f?;
             if f.kind == frame::KIND_BATCH {
@@ -228,10 +277,25 @@ impl Engine {
                         b.stream
                     )));
                 };
-                state.apply(&catalog, si, &mut b);
+                history::append(&history, dead_table, f.seq, si, &b);
+                if f.seq > snap {
+                    state.apply(&catalog, si, &mut b);
+                }
+            } else if f.kind == frame::KIND_ERASE {
+                let key = String::from_utf8_lossy(&f.payload).into_owned();
+                if f.seq > snap {
+                    state.erase(&catalog, &key);
+                }
+                if f.seq > history.flushed_seq() {
+                    history.erase(f.seq, &history::erase_tables(&history), &key)?;
+                }
+            } else {
+                history.append(f.seq, &[]);
             }
-            last = f.seq;
-            replayed += 1;
+            if f.seq > snap {
+                replayed += 1;
+            }
+            last = last.max(f.seq);
         }
         let recovery = RecoveryInfo {
             snapshot_seq,
@@ -248,7 +312,33 @@ impl Engine {
         // failed request must never be refused.
         let (tx, rx) = crossbeam_channel::unbounded();
         let queued = Arc::new(AtomicUsize::new(0));
+        let (history_tx, history_rx) = crossbeam_channel::unbounded();
+        let flush_stop = Arc::new(AtomicBool::new(false));
+        let mut history_threads = Vec::new();
+        {
+            let h = history.clone();
+            history_threads.push(
+                std::thread::Builder::new()
+                    .name("inferdb-history".into())
+                    .spawn(move || history::run_appender(h, dead_table, history_rx))
+                    .map_err(|e| {
+                        EngineError::Internal(format!("cannot start the history thread: {e}"))
+                    })?,
+            );
+            let h = history.clone();
+            let stop = flush_stop.clone();
+            let every = cfg.history_maintenance_interval;
+            history_threads.push(
+                std::thread::Builder::new()
+                    .name("inferdb-flush".into())
+                    .spawn(move || history::run_flusher(h, every, stop))
+                    .map_err(|e| {
+                        EngineError::Internal(format!("cannot start the flush thread: {e}"))
+                    })?,
+            );
+        }
         let writer = Writer {
+            history_tx: history_tx.clone(),
             catalog: catalog.clone(),
             state: state.clone(),
             wal,
@@ -293,6 +383,10 @@ impl Engine {
                 tickets: AtomicU64::new(0),
                 recovery,
                 data_dir: cfg.data_dir,
+                history,
+                history_tx,
+                history_threads: parking_lot::Mutex::new(history_threads),
+                flush_stop,
             }),
         })
     }
@@ -650,10 +744,17 @@ impl Engine {
         if let Some(h) = self.inner.writer.lock().take() {
             let _ = h.join();
         }
+        // No final flush: what is not in Parquet yet is in the log.
+        self.inner.flush_stop.store(true, Ordering::Release);
+        let threads = std::mem::take(&mut *self.inner.history_threads.lock());
+        if let Some(flusher) = threads.into_iter().nth(1) {
+            let _ = flusher.join();
+        }
     }
 
     /// Logs what is queued, syncs, writes a final snapshot and stops the
-    /// writer. Blocking; later ingest calls fail with `Unavailable`.
+    /// writer, then flushes the history. Blocking; later ingest calls fail
+    /// with `Unavailable`.
     pub fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.inner.tx.send(Command::Shutdown(tx)).is_ok() {
@@ -662,6 +763,49 @@ impl Engine {
         if let Some(h) = self.inner.writer.lock().take() {
             let _ = h.join();
         }
+        self.inner.flush_stop.store(true, Ordering::Release);
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .history_tx
+            .send(history::HistoryMsg::Close(tx))
+            .is_ok()
+        {
+            let _ = rx.blocking_recv();
+        }
+        for h in std::mem::take(&mut *self.inner.history_threads.lock()) {
+            let _ = h.join();
+        }
+    }
+
+    /// Forgets an entity (right to be forgotten): its online state in
+    /// every view keyed by a stream's key, its recent records, its rows in
+    /// every stream's history (head and Parquet files, rewritten) and so
+    /// its inference records, and the continuous aggregates' inputs. An
+    /// erasure record in the WAL makes a restart redo it rather than bring
+    /// the entity back; a snapshot is taken right after it. Blocking.
+    pub fn erase(&self, key: &str) -> Result<Erasure, EngineError> {
+        if key.is_empty() {
+            return Err(EngineError::InvalidInput("the key is empty".into()));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Erase(key.to_string(), tx))
+            .map_err(|_| EngineError::Unavailable("the engine is shutting down".into()))?;
+        rx.blocking_recv()
+            .map_err(|_| EngineError::Internal("the WAL thread stopped".into()))?
+    }
+
+    /// The history (Parquet files and head) of every stream.
+    pub fn history(&self) -> &inferdb_storage::history::History {
+        &self.inner.history
+    }
+
+    /// Waits (blocking, up to 10 s) until the history holds every batch
+    /// acknowledged so far, so that a query sees them; false on timeout.
+    pub fn history_caught_up(&self) -> bool {
+        history::catch_up(&self.inner.history, self.applied_seq())
     }
 }
 

@@ -58,6 +58,9 @@ pub enum Command {
     Batch(u64, Box<PendingBatch>),
     /// The request holding this ticket failed before it became a batch.
     Skip(u64),
+    /// Erase an entity: log it, remove it from online state, snapshot,
+    /// then have the history thread remove its rows and answer.
+    Erase(String, oneshot::Sender<Result<crate::Erasure, EngineError>>),
     /// Take a snapshot now; answers its sequence number.
     Snapshot(oneshot::Sender<Result<u64, EngineError>>),
     /// Sync, snapshot and stop.
@@ -67,6 +70,8 @@ pub enum Command {
 }
 
 pub(crate) struct Writer {
+    /// Applied batches go on to the history thread.
+    pub history_tx: crossbeam_channel::Sender<crate::history::HistoryMsg>,
     pub catalog: Arc<Catalog>,
     pub state: Arc<OnlineState>,
     pub wal: Wal,
@@ -185,6 +190,26 @@ impl Writer {
             for c in control.drain(..) {
                 match c {
                     Command::Batch(..) | Command::Skip(_) => {}
+                    Command::Erase(key, tx) => match self.erase(&key) {
+                        Ok((seq, hot)) => {
+                            if let Ok(s) = self.snapshot() {
+                                snapshot_seq = s;
+                                last_snapshot = Instant::now();
+                            }
+                            if let Err(e) = self
+                                .history_tx
+                                .send(crate::history::HistoryMsg::Erase(seq, key, hot, tx))
+                                && let crate::history::HistoryMsg::Erase(.., tx) = e.into_inner()
+                            {
+                                let _ = tx.send(Err(EngineError::Unavailable(
+                                    "the history thread stopped".into(),
+                                )));
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    },
                     Command::Snapshot(tx) => {
                         let r = self.snapshot();
                         if let Ok(s) = r {
@@ -307,12 +332,38 @@ impl Writer {
             self.applied_seq.store(seq, Ordering::Release);
             self.queued.fetch_sub(1, Ordering::AcqRel);
             metrics::histogram!(m::INGEST_ACK_SECONDS).record(b.enqueued.elapsed().as_secs_f64());
-            let _ = b.ack.send(Ok(BatchAck {
-                seq,
-                _spent: Some(b.batch),
-            }));
+            // The history thread appends the rows and frees the batch.
+            let spent = match self
+                .history_tx
+                .send(crate::history::HistoryMsg::Frame(seq, b.stream, b.batch))
+            {
+                Ok(()) => None,
+                Err(e) => match e.into_inner() {
+                    crate::history::HistoryMsg::Frame(_, _, batch) => Some(batch),
+                    _ => None,
+                },
+            };
+            let _ = b.ack.send(Ok(BatchAck { seq, _spent: spent }));
         }
         metrics::histogram!(m::APPLY_SECONDS).record(t.elapsed().as_secs_f64());
+    }
+
+    /// Logs an erasure durably and removes the key from online state;
+    /// returns its seq and the hot-tier records removed.
+    fn erase(&mut self, key: &str) -> Result<(u64, usize), EngineError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(EngineError::Unavailable(
+                "an earlier WAL write failed; restart the server".into(),
+            ));
+        }
+        let seq = self
+            .wal
+            .append(crate::frame::KIND_ERASE, key.as_bytes())
+            .and_then(|s| self.wal.sync().map(|()| s))
+            .inspect_err(|_| self.failed.store(true, Ordering::Release))?;
+        let hot = self.state.erase(&self.catalog, key);
+        self.applied_seq.store(seq, Ordering::Release);
+        Ok((seq, hot))
     }
 
     fn snapshot(&mut self) -> Result<u64, EngineError> {

@@ -71,41 +71,46 @@ fn naive(evs: &[(String, i64, f64, String)]) -> (i64, BTreeMap<String, Vec<Value
     let mut out = BTreeMap::new();
     let users: std::collections::BTreeSet<&String> = kept.iter().map(|e| &e.0).collect();
     for u in users {
-        let mine: Vec<_> = kept.iter().filter(|e| &e.0 == u).collect();
-        let win = |w: i64| {
-            mine.iter()
-                .filter(move |e| e.1 > t - w && e.1 <= t)
-                .collect::<Vec<_>>()
-        };
-        let (m5, h1, d1) = (win(300_000), win(3_600_000), win(86_400_000));
-        let amounts: Vec<f64> = d1.iter().map(|e| e.2).collect();
-        let n = amounts.len() as f64;
-        let avg = amounts.iter().sum::<f64>() / n;
-        let var = amounts.iter().map(|a| (a - avg) * (a - avg)).sum::<f64>() / n;
-        let distinct: std::collections::BTreeSet<&String> = d1.iter().map(|e| &e.3).collect();
-        // last by event time, ties to the later arrival
-        let last = mine
-            .iter()
-            .enumerate()
-            .max_by_key(|(i, e)| (e.1, *i))
-            .unwrap()
-            .1;
-        let row = vec![
-            Value::Int(m5.len() as i64),
-            Value::Int(h1.len() as i64),
-            Value::Int(d1.len() as i64),
-            Value::Float(h1.iter().map(|e| e.2).sum()),
-            Value::Float(avg),
-            Value::Float(amounts.iter().cloned().fold(f64::MIN, f64::max)),
-            Value::Float(amounts.iter().cloned().fold(f64::MAX, f64::min)),
-            Value::Float(var.sqrt()),
-            Value::Int(distinct.len() as i64),
-            Value::Float(last.2),
-            Value::Float((t - last.1) as f64 / 1000.0),
-        ];
-        out.insert(u.clone(), row);
+        out.insert(u.clone(), naive_user(&kept, u, t));
     }
     (t, out)
+}
+
+/// Naive user_txn features of `u` at `t` over `kept` (events with time
+/// after `t` are ignored).
+fn naive_user(kept: &[&(String, i64, f64, String)], u: &str, t: i64) -> Vec<Value> {
+    let mine: Vec<_> = kept.iter().filter(|e| e.0 == u && e.1 <= t).collect();
+    let win = |w: i64| {
+        mine.iter()
+            .filter(move |e| e.1 > t - w && e.1 <= t)
+            .collect::<Vec<_>>()
+    };
+    let (m5, h1, d1) = (win(300_000), win(3_600_000), win(86_400_000));
+    let amounts: Vec<f64> = d1.iter().map(|e| e.2).collect();
+    let n = amounts.len() as f64;
+    let avg = amounts.iter().sum::<f64>() / n;
+    let var = amounts.iter().map(|a| (a - avg) * (a - avg)).sum::<f64>() / n;
+    let distinct: std::collections::BTreeSet<&String> = d1.iter().map(|e| &e.3).collect();
+    let opt = |ok: bool, v: f64| if ok { Value::Float(v) } else { Value::Null };
+    // last by event time, ties to the later arrival
+    let last = mine
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, e)| (e.1, *i))
+        .map(|x| x.1);
+    vec![
+        Value::Int(m5.len() as i64),
+        Value::Int(h1.len() as i64),
+        Value::Int(d1.len() as i64),
+        Value::Float(h1.iter().map(|e| e.2).sum()),
+        opt(n > 0.0, avg),
+        opt(n > 0.0, amounts.iter().cloned().fold(f64::MIN, f64::max)),
+        opt(n > 0.0, amounts.iter().cloned().fold(f64::MAX, f64::min)),
+        opt(n > 0.0, var.sqrt()),
+        Value::Int(distinct.len() as i64),
+        last.map_or(Value::Null, |l| Value::Float(l.2)),
+        last.map_or(Value::Null, |l| Value::Float((t - l.1) as f64 / 1000.0)),
+    ]
 }
 
 fn close(a: &Value, b: &Value) -> bool {
@@ -490,4 +495,372 @@ fn inference_records_are_found_by_id_and_entity_after_restart() {
         assert_eq!(recent[0]["inference_id"], "inf-0029");
         engine.shutdown();
     }
+}
+
+/// (count, sum of amount in cents) of `transactions` and the dead-letter
+/// count, by SQL over the history.
+fn history_census(engine: &Engine) -> (i64, i64, i64) {
+    use inferdb_engine::arrow::array::AsArray;
+    use inferdb_engine::arrow::datatypes::Int64Type;
+    assert!(engine.history_caught_up());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let one = |sql: &str| -> i64 {
+        let r = rt
+            .block_on(engine.history().query(sql, &Default::default()))
+            .unwrap();
+        r.batches[0].column(0).as_primitive::<Int64Type>().value(0)
+    };
+    (
+        one("SELECT count(*) FROM transactions"),
+        one("SELECT CAST(coalesce(sum(round(amount * 100)), 0) AS BIGINT) FROM transactions"),
+        one("SELECT count(*) FROM dead_letters WHERE stream = 'transactions'"),
+    )
+}
+
+#[test]
+fn history_holds_every_event_once_across_flushes_a_crash_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.history_flush_rows = 700;
+    cfg.history_flush_interval = std::time::Duration::from_millis(300);
+    let evs = events(6000, 9);
+    let cents: i64 = evs.iter().map(|e| (e.2 * 100.0).round() as i64).sum();
+    let engine = Engine::open(cfg.clone()).unwrap();
+    for (i, chunk) in evs.chunks(300).enumerate() {
+        let body = format!(
+            "{}\n{{\"entity_id\":\"bad\",\"ts\":1,\"amount\":-{i}}}\n",
+            ndjson(chunk)
+        );
+        let out = engine
+            .ingest_blocking("transactions", body.as_bytes(), BodyFormat::Auto)
+            .unwrap();
+        assert_eq!(out.rejected.len(), 1);
+        if i % 5 == 4 {
+            // Let the flusher run in the middle of the ingest.
+            std::thread::sleep(std::time::Duration::from_millis(350));
+        }
+    }
+    assert_eq!(history_census(&engine), (6000, cents, 20));
+    let stats = engine.history().stats();
+    assert!(stats[0].files > 0, "some rows were flushed: {stats:?}");
+    assert!(stats[0].head_rows > 0 || stats[0].file_rows == 6000);
+    // A crash: whatever is not in Parquet yet comes back from the log, once.
+    engine.abort();
+    drop(engine);
+    let engine = Engine::open(cfg.clone()).unwrap();
+    assert_eq!(history_census(&engine), (6000, cents, 20));
+    engine.shutdown();
+    let engine = Engine::open(cfg).unwrap();
+    assert_eq!(history_census(&engine), (6000, cents, 20));
+    let stats = engine.history().stats();
+    assert_eq!(stats[0].file_rows, 6000, "shutdown flushed everything");
+    engine.shutdown();
+}
+
+/// Every row of a query as strings (floats marked with a leading `#f:`, see
+/// [`same_rows`]).
+fn rows_of(engine: &Engine, sql: &str) -> Vec<Vec<String>> {
+    use inferdb_engine::arrow::array::{Array, AsArray};
+    use inferdb_engine::arrow::datatypes::{DataType, Float64Type};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt
+        .block_on(engine.history().query(sql, &Default::default()))
+        .unwrap();
+    let mut out = Vec::new();
+    for b in &r.batches {
+        for i in 0..b.num_rows() {
+            out.push(
+                b.columns()
+                    .iter()
+                    .map(|c| {
+                        if c.is_null(i) {
+                            "null".to_string()
+                        } else if c.data_type() == &DataType::Float64 {
+                            format!("#f:{}", c.as_primitive::<Float64Type>().value(i))
+                        } else {
+                            inferdb_engine::arrow::util::display::array_value_to_string(c, i)
+                                .unwrap()
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn continuous_aggregates_equal_the_same_query_over_raw_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!(
+        "{SPEC}\n[[aggregates]]\nname = \"merchant_1m\"\nstream = \"transactions\"\nbucket = \"1m\"\n\
+         group_by = [\"merchant_id\", \"entity_id\"]\ncolumns = [\n\
+         {{ name = \"n\", agg = \"count\" }},\n{{ name = \"lo\", agg = \"min\", field = \"amount\" }},\n\
+         {{ name = \"hi\", agg = \"max\", field = \"amount\" }},\n{{ name = \"last_ts\", agg = \"max\", field = \"ts\" }},\n]\n"
+    );
+    let mut cfg = config(dir.path());
+    cfg.spec = Some(Catalog::from_toml(&spec).unwrap().spec);
+    cfg.history_flush_rows = 1500;
+    cfg.history_flush_interval = std::time::Duration::from_millis(200);
+    // Out of order by up to 4 s, some beyond the lateness: all are counted.
+    let evs = events(4000, 3);
+    let engine = Engine::open(cfg.clone()).unwrap();
+    for (i, chunk) in evs.chunks(400).enumerate() {
+        engine
+            .ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto)
+            .unwrap();
+        if i == 4 {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+    let raw_5m = "SELECT time_bucket(INTERVAL '5 minutes', ts) AS bucket, category, count(*), \
+                  sum(amount), avg(amount), max(amount) FROM transactions \
+                  GROUP BY bucket, category ORDER BY bucket, category";
+    let raw_1m = "SELECT time_bucket(INTERVAL '1 minute', ts) AS bucket, merchant_id, entity_id, \
+                  count(*), min(amount), max(amount), max(ts) FROM transactions \
+                  GROUP BY bucket, merchant_id, entity_id ORDER BY bucket, merchant_id, entity_id";
+    let check = |engine: &Engine| {
+        assert!(engine.history_caught_up());
+        let a = rows_of(
+            engine,
+            "SELECT * FROM payments_5m ORDER BY bucket, category",
+        );
+        assert!(a.len() > 100, "{}", a.len());
+        same_rows(&a, &rows_of(engine, raw_5m));
+        let b = rows_of(
+            engine,
+            "SELECT * FROM merchant_1m ORDER BY bucket, merchant_id, entity_id",
+        );
+        same_rows(&b, &rows_of(engine, raw_1m));
+        let total: i64 = a.iter().map(|r| r[2].parse::<i64>().unwrap()).sum();
+        assert_eq!(total, 4000);
+    };
+    check(&engine);
+    assert!(engine.history().stats()[0].files > 0);
+    engine.abort();
+    drop(engine);
+    let engine = Engine::open(cfg).unwrap();
+    check(&engine);
+    engine.shutdown();
+}
+
+#[test]
+fn point_in_time_features_reproduce_online_reads_and_a_naive_recomputation() {
+    // An in-order stream (strictly increasing times): every online read
+    // made during the ingest is reproduced exactly by the export.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.history_flush_rows = 800;
+    cfg.history_flush_interval = std::time::Duration::from_millis(200);
+    let mut evs = events(3000, 21);
+    for (i, e) in evs.iter_mut().enumerate() {
+        e.1 = 1_767_225_600_000 + i as i64 * 7_000;
+    }
+    let engine = Engine::open(cfg).unwrap();
+    let users = ["user_000001", "user_000002", "user_000007", "user_999999"];
+    let merchants = ["m_0003", "m_0011"];
+    let mut seen_users = Vec::new();
+    let mut seen_merchants = Vec::new();
+    for (i, chunk) in evs.chunks(150).enumerate() {
+        engine
+            .ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto)
+            .unwrap();
+        for (k, r) in users
+            .iter()
+            .zip(engine.read_features("user_txn", &users, None).unwrap())
+        {
+            seen_users.push((k.to_string(), r));
+        }
+        for (k, r) in merchants.iter().zip(
+            engine
+                .read_features("merchant_txn", &merchants, None)
+                .unwrap(),
+        ) {
+            seen_merchants.push((k.to_string(), r));
+        }
+        if i % 6 == 5 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+    assert!(
+        engine.history().stats()[0].files > 0,
+        "part of it is in Parquet"
+    );
+    for (view, seen) in [("user_txn", &seen_users), ("merchant_txn", &seen_merchants)] {
+        let reqs: Vec<(String, i64)> = seen
+            .iter()
+            .map(|(k, r)| (k.clone(), r.as_of.unwrap()))
+            .collect();
+        let got = engine.features_at(view, &reqs).unwrap();
+        for ((k, r), g) in seen.iter().zip(&got) {
+            assert_eq!(&r.values, g, "{view} {k} at {:?}", r.as_of);
+        }
+    }
+    engine.shutdown();
+
+    // Out of order: the export counts every stored event with time <= t.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let evs = events(2000, 4);
+    let mut seen = std::collections::HashSet::new();
+    let evs: Vec<_> = evs
+        .into_iter()
+        .filter(|e| seen.insert((e.0.clone(), e.1)))
+        .collect();
+    engine
+        .ingest_blocking("transactions", ndjson(&evs).as_bytes(), BodyFormat::Auto)
+        .unwrap();
+    let kept: Vec<&(String, i64, f64, String)> = evs.iter().collect();
+    let mut reqs = Vec::new();
+    for (i, e) in evs.iter().enumerate().step_by(37) {
+        reqs.push((e.0.clone(), e.1 + (i as i64 % 3) * 1_000));
+        reqs.push(("user_000003".to_string(), e.1));
+    }
+    let got = engine.features_at("user_txn", &reqs).unwrap();
+    for ((u, t), g) in reqs.iter().zip(&got) {
+        let want = naive_user(&kept, u, *t);
+        for (i, (a, b)) in g.iter().zip(&want).enumerate() {
+            assert!(
+                close(a, b),
+                "{u} at {t} feature {i}: export {a:?} naive {b:?}"
+            );
+        }
+    }
+    engine.shutdown();
+}
+
+/// Rows equal, floats within 1e-9 relative (sums added in another order).
+fn same_rows(a: &[Vec<String>], b: &[Vec<String>]) {
+    assert_eq!(a.len(), b.len());
+    for (ra, rb) in a.iter().zip(b) {
+        assert_eq!(ra.len(), rb.len());
+        for (x, y) in ra.iter().zip(rb) {
+            match (x.strip_prefix("#f:"), y.strip_prefix("#f:")) {
+                (Some(x), Some(y)) => {
+                    let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+                    assert!(
+                        (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+                        "{ra:?} vs {rb:?}"
+                    );
+                }
+                _ => assert_eq!(x, y, "{ra:?} vs {rb:?}"),
+            }
+        }
+    }
+}
+
+/// The count of a one-number query.
+fn count_of(engine: &Engine, sql: &str) -> i64 {
+    rows_of(engine, sql)[0][0].parse().unwrap()
+}
+
+#[test]
+fn an_erased_entity_is_gone_from_everything_and_stays_gone_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.history_flush_rows = 500;
+    cfg.history_flush_interval = std::time::Duration::from_millis(200);
+    let evs = events(3000, 8);
+    let victim = "user_000001";
+    let mine = evs.iter().filter(|e| e.0 == victim).count() as i64;
+    assert!(mine > 50);
+    let engine = Engine::open(cfg.clone()).unwrap();
+    for (i, chunk) in evs.chunks(500).enumerate() {
+        engine
+            .ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto)
+            .unwrap();
+        if i == 2 {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+        }
+    }
+    let t0 = 1_767_225_600_000i64;
+    for i in 0..9 {
+        let mut row = inference_row(i, t0 + i as i64);
+        row[1] = Value::Str(if i % 3 == 0 { victim } else { "user_000002" }.into());
+        engine
+            .submit_rows(inferdb_types::INFERENCE_STREAM, vec![row])
+            .unwrap()
+            .wait_blocking()
+            .unwrap();
+    }
+    assert!(engine.history().stats()[0].files > 0);
+    let q_tx = format!("SELECT count(*) FROM transactions WHERE entity_id = '{victim}'");
+    let q_inf = format!("SELECT count(*) FROM inference_records WHERE entity_id = '{victim}'");
+    assert_eq!(count_of(&engine, &q_tx), mine);
+    assert_eq!(count_of(&engine, &q_inf), 3);
+
+    let e = engine.erase(victim).unwrap();
+    assert_eq!(e.history_rows, mine as u64 + 3);
+    assert!(e.hot_records > 0);
+    let gone = |engine: &Engine| {
+        assert!(engine.history_caught_up());
+        assert_eq!(count_of(engine, &q_tx), 0);
+        assert_eq!(count_of(engine, &q_inf), 0);
+        assert_eq!(
+            count_of(engine, "SELECT count(*) FROM transactions"),
+            3000 - mine
+        );
+        assert_eq!(
+            count_of(engine, "SELECT count(*) FROM inference_records"),
+            6
+        );
+        // The continuous aggregate no longer counts the entity's payments.
+        assert_eq!(
+            count_of(engine, "SELECT sum(payments) FROM payments_5m"),
+            3000 - mine
+        );
+        let f = engine.read_features("user_txn", &[victim], None).unwrap();
+        assert!(!f[0].found);
+        assert!(
+            engine
+                .recent_records("transactions", victim, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            engine
+                .record_by_id(inferdb_types::INFERENCE_STREAM, "inf-0003")
+                .unwrap()
+                .is_none()
+        );
+        // Others are untouched.
+        assert!(
+            engine
+                .read_features("user_txn", &["user_000002"], None)
+                .unwrap()[0]
+                .found
+        );
+        assert!(
+            engine
+                .record_by_id(inferdb_types::INFERENCE_STREAM, "inf-0004")
+                .unwrap()
+                .is_some()
+        );
+    };
+    gone(&engine);
+    // A crash right after: the log replays the entity's events, and the
+    // erasure record after them removes them again.
+    engine.abort();
+    drop(engine);
+    let engine = Engine::open(cfg.clone()).unwrap();
+    gone(&engine);
+    // New events of the key after the erasure are kept.
+    engine
+        .ingest_blocking(
+            "transactions",
+            ndjson(&[(victim.to_string(), evs[2999].1 + 1000, 5.0, "m_0001".into())]).as_bytes(),
+            BodyFormat::Auto,
+        )
+        .unwrap();
+    assert_eq!(count_of(&engine, &q_tx), 1);
+    engine.shutdown();
+    let engine = Engine::open(cfg).unwrap();
+    assert_eq!(count_of(&engine, &q_tx), 1);
+    engine.shutdown();
 }

@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use inferdb_engine::{BodyFormat, Engine, EngineError};
 use inferdb_types::{ErrorKind, PlainJson, Timestamp, Value};
@@ -27,6 +27,8 @@ pub struct AppState {
     pub max_keys_per_read: usize,
     /// The model repository's models, when one is configured.
     pub models: Option<inferdb_inference::ModelManager>,
+    /// Bounds of SQL queries.
+    pub sql: inferdb_engine::SqlOptions,
 }
 
 /// An error answer.
@@ -125,12 +127,30 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/infer", post(crate::infer::infer))
         .route("/v1/inferences/{id}", get(crate::infer::get_inference))
+        .route("/v1/sql", post(crate::sql::post_sql))
+        .route(
+            "/v1/training-data",
+            post(crate::training::post_training_data),
+        )
+        .route("/v1/entities/{key}", delete(erase_entity))
         .merge(crate::kserve::routes())
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .layer(middleware::from_fn(track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// `DELETE /v1/entities/{key}`: the right to be forgotten.
+async fn erase_entity(
+    State(st): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<inferdb_engine::Erasure>> {
+    let engine = st.engine.clone();
+    let r = tokio::task::spawn_blocking(move || engine.erase(&key))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(r))
 }
 
 /// HTTP metric handles by (route template, method, status), registered on

@@ -242,6 +242,7 @@ pub fn server_config(
         engine,
         model_repository,
         repository_poll: None,
+        sql: Default::default(),
     })
 }
 

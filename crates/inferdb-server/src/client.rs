@@ -39,6 +39,30 @@ pub async fn request_json(
     Ok((status, json))
 }
 
+/// Sends one request with an `Accept` header; returns the status and the
+/// raw body.
+pub async fn request_bytes(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    accept: &str,
+    body: Bytes,
+) -> anyhow::Result<(u16, Bytes)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header(HOST, addr.to_string())
+        .header(CONTENT_TYPE, content_type)
+        .header(hyper::header::ACCEPT, accept)
+        .body(Full::new(body))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
 /// GET returning JSON.
 pub async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
     request_json(addr, "GET", path, "application/json", Bytes::new()).await

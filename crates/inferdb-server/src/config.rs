@@ -4,7 +4,7 @@
 //! and the defaults, and validates.
 
 use clap::Args;
-use inferdb_engine::{EngineConfig, FsyncPolicy};
+use inferdb_engine::{EngineConfig, FsyncPolicy, SqlOptions};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +61,24 @@ pub struct ServeArgs {
     /// then change only through `/v2/repository/models/{m}/load`).
     #[arg(long, env = "INFERDB_REPOSITORY_POLL_SECS")]
     pub repository_poll_secs: Option<u64>,
+    /// Flush the history head to Parquet once it holds this many rows (default 1,000,000).
+    #[arg(long, env = "INFERDB_HISTORY_FLUSH_ROWS")]
+    pub history_flush_rows: Option<usize>,
+    /// ... or once its oldest row is this many seconds old (default 60).
+    #[arg(long, env = "INFERDB_HISTORY_FLUSH_SECS")]
+    pub history_flush_secs: Option<u64>,
+    /// Seconds between compaction/retention passes over the history (default 300).
+    #[arg(long, env = "INFERDB_HISTORY_MAINTENANCE_SECS")]
+    pub history_maintenance_secs: Option<u64>,
+    /// Time limit of one SQL query in seconds (default 30).
+    #[arg(long, env = "INFERDB_SQL_TIMEOUT_SECS")]
+    pub sql_timeout_secs: Option<u64>,
+    /// Memory limit of one SQL query in bytes (default 512 MiB).
+    #[arg(long, env = "INFERDB_SQL_MEMORY_BYTES")]
+    pub sql_memory_bytes: Option<usize>,
+    /// Most rows one SQL query returns; the rest is cut off (default 100,000).
+    #[arg(long, env = "INFERDB_SQL_MAX_ROWS")]
+    pub sql_max_rows: Option<usize>,
 }
 
 /// The same keys in a TOML file.
@@ -81,6 +99,12 @@ struct FileConfig {
     worker_threads: Option<usize>,
     model_repository: Option<PathBuf>,
     repository_poll_secs: Option<u64>,
+    history_flush_rows: Option<usize>,
+    history_flush_secs: Option<u64>,
+    history_maintenance_secs: Option<u64>,
+    sql_timeout_secs: Option<u64>,
+    sql_memory_bytes: Option<usize>,
+    sql_max_rows: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -100,6 +124,8 @@ pub struct ServerConfig {
     pub model_repository: Option<PathBuf>,
     /// How often the repository is rescanned; `None` = never.
     pub repository_poll: Option<Duration>,
+    /// Bounds of one SQL query.
+    pub sql: SqlOptions,
 }
 
 /// Default listen address.
@@ -151,6 +177,28 @@ impl ServeArgs {
             anyhow::ensure!((1..=4096).contains(&v), "shards must be between 1 and 4096");
             engine.shards = v;
         }
+        if let Some(v) = self.history_flush_rows.or(file.history_flush_rows) {
+            engine.history_flush_rows = v.max(1);
+        }
+        if let Some(v) = self.history_flush_secs.or(file.history_flush_secs) {
+            engine.history_flush_interval = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = self
+            .history_maintenance_secs
+            .or(file.history_maintenance_secs)
+        {
+            engine.history_maintenance_interval = Duration::from_secs(v.max(1));
+        }
+        let mut sql = SqlOptions::default();
+        if let Some(v) = self.sql_timeout_secs.or(file.sql_timeout_secs) {
+            sql.timeout = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = self.sql_memory_bytes.or(file.sql_memory_bytes) {
+            sql.memory_limit = v.max(1 << 20);
+        }
+        if let Some(v) = self.sql_max_rows.or(file.sql_max_rows) {
+            sql.max_rows = v.max(1);
+        }
         let listen = match self.listen.or(file.listen) {
             Some(l) => l,
             None => DEFAULT_LISTEN.parse()?,
@@ -173,6 +221,7 @@ impl ServeArgs {
                 Some(n) => Some(Duration::from_secs(n)),
                 None => Some(Duration::from_secs(2)),
             },
+            sql,
         })
     }
 }

@@ -4,8 +4,9 @@
 //! rate, the stream's counters, a few users' features, a Feast-style read
 //! and a user's most recent records; then load the reference ensemble from
 //! `examples/models`, answer a few hundred `POST /infer` requests and show
-//! predictions, latency percentiles and a stored inference record. It grows
-//! as inferdb does.
+//! predictions, latency percentiles and a stored inference record; and
+//! ends with SQL over the history (`time_bucket` of payments and of
+//! inferences, dead letters) printed as tables. It grows as inferdb does.
 
 use crate::bench::{default_model_repository, infer_bodies, server_config, workload_bodies};
 use crate::client::{get_json, post_json};
@@ -141,6 +142,43 @@ pub fn run(size: Size, seed: u64) -> anyhow::Result<()> {
                 anyhow::Ok(())
             })?;
         }
+    }
+    let mut queries = vec![
+        "SELECT time_bucket(INTERVAL '4 hours', ts) AS bucket, count(*) AS payments, \
+         round(sum(amount), 2) AS amount FROM transactions GROUP BY bucket ORDER BY bucket",
+        "SELECT category, count(*) AS payments, round(avg(amount), 2) AS avg_amount \
+         FROM transactions GROUP BY category ORDER BY payments DESC LIMIT 5",
+        "SELECT field, count(*) AS rejected FROM dead_letters GROUP BY field ORDER BY rejected DESC",
+    ];
+    if models.is_some() {
+        queries.push(
+            "SELECT time_bucket(INTERVAL '5 minutes', ts) AS bucket, model, count(*) AS inferences, \
+             round(avg(confidence), 4) AS avg_confidence, round(avg(latency_ms), 3) AS avg_latency_ms \
+             FROM inference_records GROUP BY bucket, model ORDER BY bucket",
+        );
+    }
+    println!("\nSQL over the history (POST /v1/sql; also `inferdb sql \"…\"`):");
+    for q in queries {
+        let t = Instant::now();
+        let (status, body) = rt.block_on(crate::client::request_bytes(
+            addr,
+            "/v1/sql",
+            "text/plain",
+            crate::sql::ARROW_STREAM,
+            bytes::Bytes::from(q.to_string()),
+        ))?;
+        anyhow::ensure!(
+            status == 200,
+            "query failed ({status}): {}",
+            String::from_utf8_lossy(&body)
+        );
+        let r = crate::sql::decode_arrow(&body)?;
+        println!(
+            "\n{q}\n{}\n({} rows, {:.1} ms)",
+            crate::sql::render(&r, crate::sql::OutFormat::Table)?,
+            r.num_rows(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
     }
     rt.block_on(server.stop())?;
     println!(

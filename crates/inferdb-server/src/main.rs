@@ -50,6 +50,10 @@ enum Command {
     /// Benchmarks of the reference workload.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run SQL over the history, against a running server or a data directory.
+    Sql(inferdb_server::sql::SqlArgs),
+    /// Point-in-time training data: rows of (key, ts[, label]) with each view's features as of ts.
+    Export(inferdb_server::training::ExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -60,6 +64,8 @@ enum BenchCommand {
     Features(FeatureBenchArgs),
     /// POST /infer end to end (features joined, ensemble run, record stored) at several concurrencies.
     Infer(InferBenchArgs),
+    /// SQL over the history (5-minute buckets, one user's last 1,000 events) and bytes on disk, against PostgreSQL.
+    Query(inferdb_server::bench_query::QueryBenchArgs),
 }
 
 fn init_logging(default: &str) {
@@ -120,12 +126,21 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Export(a) => {
+            init_logging("warn");
+            inferdb_server::training::run_export(&a)
+        }
+        Command::Sql(a) => {
+            init_logging("warn");
+            inferdb_server::sql::run_cli(&a)
+        }
         Command::Bench(b) => {
             init_logging("warn");
             match b {
                 BenchCommand::Ingest(a) => bench::run_ingest(&a),
                 BenchCommand::Features(a) => bench::run_features(&a),
                 BenchCommand::Infer(a) => bench::run_infer(&a),
+                BenchCommand::Query(a) => inferdb_server::bench_query::run(&a),
             }
         }
     }

@@ -60,6 +60,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             engine: engine.clone(),
             max_keys_per_read: cfg.max_keys_per_read,
             models: models.clone(),
+            sql: cfg.sql.clone(),
         },
         cfg.max_body_bytes,
     );

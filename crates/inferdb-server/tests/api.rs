@@ -44,6 +44,7 @@ impl Fixture {
                 engine: self.engine.clone(),
                 max_keys_per_read: 100,
                 models: None,
+                sql: Default::default(),
             },
             64 * 1024,
         );
@@ -305,4 +306,308 @@ async fn recent_records_newest_first_and_metrics() {
     assert!(text.contains("inferdb_ingest_events_total"), "{text}");
     assert!(text.contains("inferdb_http_requests_total"));
     assert!(text.contains("inferdb_ingest_ack_duration_seconds_bucket"));
+}
+
+impl Fixture {
+    /// A request with an `Accept` header and a chosen SQL row limit; the
+    /// status, the `x-inferdb-truncated` header and the raw body.
+    async fn raw(
+        &self,
+        uri: &str,
+        ct: &str,
+        accept: &str,
+        body: &str,
+        max_rows: usize,
+    ) -> (StatusCode, bool, Vec<u8>) {
+        let router = app(
+            AppState {
+                engine: self.engine.clone(),
+                max_keys_per_read: 100,
+                models: None,
+                sql: inferdb_engine::SqlOptions {
+                    max_rows,
+                    ..Default::default()
+                },
+            },
+            64 * 1024,
+        );
+        let req = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("content-type", ct)
+            .header("accept", accept)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = router.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let truncated = resp.headers().get("x-inferdb-truncated").is_some();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, truncated, bytes.to_vec())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_answers_json_csv_and_arrow_and_refuses_bad_queries() {
+    let f = fixture();
+    let body = format!(
+        "[{}, {}, {}, {{\"entity_id\":\"user_9\",\"ts\":\"2026-01-01T00:07:00Z\",\"amount\":\"x\"}}]",
+        ev("user_1", "2026-01-01T00:01:00Z", 10.5, "m_1"),
+        ev("user_2", "2026-01-01T00:02:00Z", 7.25, "m_2"),
+        ev("user_1", "2026-01-01T00:06:00Z", 1.0, "m_1"),
+    );
+    let (s, v) = f.post("/v1/events/transactions", &body).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // The query as text, JSON rows back: seen at once, before any flush.
+    let q = "SELECT entity_id, amount, ts FROM transactions ORDER BY amount";
+    let (s, _, b) = f
+        .raw("/v1/sql", "text/plain", "application/json", q, 100)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    let rows: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        rows,
+        json!([
+            {"entity_id": "user_1", "amount": 1.0, "ts": "2026-01-01T00:06:00Z"},
+            {"entity_id": "user_2", "amount": 7.25, "ts": "2026-01-01T00:02:00Z"},
+            {"entity_id": "user_1", "amount": 10.5, "ts": "2026-01-01T00:01:00Z"},
+        ])
+    );
+    // The same as {"query": …}, with time_bucket.
+    let q = json!({"query": "SELECT time_bucket(INTERVAL '5 minutes', ts) AS b, count(*) AS n, sum(amount) AS s \
+                             FROM transactions GROUP BY b ORDER BY b"});
+    let (s, v) = f.post("/v1/sql", &q.to_string()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v,
+        json!([
+            {"b": "2026-01-01T00:00:00Z", "n": 2, "s": 17.75},
+            {"b": "2026-01-01T00:05:00Z", "n": 1, "s": 1.0},
+        ])
+    );
+    // CSV and Arrow by Accept.
+    let q = "SELECT entity_id, amount FROM transactions ORDER BY amount";
+    let (s, _, b) = f.raw("/v1/sql", "text/plain", "text/csv", q, 100).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        String::from_utf8(b).unwrap(),
+        "entity_id,amount\nuser_1,1.0\nuser_2,7.25\nuser_1,10.5\n"
+    );
+    let (s, _, b) = f
+        .raw(
+            "/v1/sql",
+            "text/plain",
+            inferdb_server::sql::ARROW_STREAM,
+            q,
+            100,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r = inferdb_server::sql::decode_arrow(&b).unwrap();
+    assert_eq!(r.num_rows(), 3);
+    assert_eq!(r.schema.field(1).name(), "amount");
+    // Dead letters are a table too.
+    let (s, v) = f
+        .post(
+            "/v1/sql",
+            &json!({"query": "SELECT stream, field, \"index\" FROM dead_letters"}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v,
+        json!([{"stream": "transactions", "field": "amount", "index": 3}])
+    );
+    // Rows past the limit are cut off, and the answer says so.
+    let (s, truncated, b) = f
+        .raw("/v1/sql", "text/plain", "application/json", q, 2)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(truncated);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&b)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Bad queries: 400 with DataFusion's message; the server stays up.
+    for (body, needle) in [
+        ("SELECT nope FROM transactions", "nope"),
+        ("SELECT * FROM no_such_table", "no_such_table"),
+        ("SELEC 1", "SELEC"),
+        ("   ", "empty"),
+    ] {
+        let (s, _, b) = f
+            .raw("/v1/sql", "text/plain", "application/json", body, 100)
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert!(v["error"].as_str().unwrap().contains(needle), "{body}: {v}");
+    }
+    let (s, v) = f.post("/v1/sql", r#"{"sql": "SELECT 1"}"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("query"), "{v}");
+    let (s, v) = f
+        .post(
+            "/v1/sql",
+            r#"{"query": "SELECT count(*) AS n FROM inference_records"}"#,
+        )
+        .await;
+    assert_eq!((s, v), (StatusCode::OK, json!([{"n": 0}])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_data_appends_features_as_of_each_row_in_csv_and_parquet() {
+    let f = fixture();
+    let body = format!(
+        "[{}, {}, {}]",
+        ev("user_1", "2026-01-01T00:01:00Z", 10.0, "m_1"),
+        ev("user_1", "2026-01-01T00:02:00Z", 20.0, "m_2"),
+        ev("user_2", "2026-01-01T00:03:00Z", 7.0, "m_1"),
+    );
+    let (s, v) = f.post("/v1/events/transactions", &body).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let rows = "entity_id,ts,label\n\
+                user_1,2026-01-01T00:01:30Z,1\n\
+                user_1,2026-01-01T00:05:00Z,0\n\
+                user_2,1767225600000,1\n\
+                nobody,2026-01-01T00:05:00Z,0\n";
+    let (s, _, b) = f
+        .raw(
+            "/v1/training-data?view=user_txn",
+            "text/csv",
+            "text/csv",
+            rows,
+            100,
+        )
+        .await;
+    let text = String::from_utf8(b).unwrap();
+    assert_eq!(s, StatusCode::OK, "{text}");
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        &lines[0][..5],
+        [
+            "entity_id",
+            "ts",
+            "label",
+            "user_txn__txn_count_5m",
+            "user_txn__txn_count_1h"
+        ]
+    );
+    assert_eq!(lines.len(), 5, "same rows, same order");
+    let col = |name: &str| lines[0].iter().position(|c| *c == name).unwrap();
+    let (n5, sum1h) = (
+        col("user_txn__txn_count_5m"),
+        col("user_txn__amount_sum_1h"),
+    );
+    // As of 00:01:30 only the first payment counts; as of 00:05 both.
+    assert_eq!(
+        (lines[1][0], lines[1][n5], lines[1][sum1h]),
+        ("user_1", "1", "10.0")
+    );
+    assert_eq!((lines[2][n5], lines[2][sum1h]), ("2", "30.0"));
+    // user_2 at midnight: before its payment. nobody: no events at all.
+    assert_eq!((lines[3][n5], lines[4][n5]), ("0", "0"));
+    assert_eq!(lines[3][2], "1", "the label passes through");
+
+    // Parquet in, Parquet out, two views.
+    use inferdb_engine::arrow::array::{
+        AsArray, RecordBatch, StringArray, TimestampMillisecondArray,
+    };
+    use inferdb_engine::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("entity_id", DataType::Utf8, false),
+        Field::new("merchant_id", DataType::Utf8, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            std::sync::Arc::new(StringArray::from(vec!["user_1", "user_2"])),
+            std::sync::Arc::new(StringArray::from(vec!["m_1", "m_1"])),
+            std::sync::Arc::new(
+                TimestampMillisecondArray::from(vec![1_767_225_780_000, 1_767_225_780_000])
+                    .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .unwrap();
+    let mut pq = Vec::new();
+    let mut w =
+        inferdb_engine::parquet::arrow::ArrowWriter::try_new(&mut pq, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let router = app(
+        AppState {
+            engine: f.engine.clone(),
+            max_keys_per_read: 100,
+            models: None,
+            sql: Default::default(),
+        },
+        1 << 20,
+    );
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/training-data?view=user_txn&view=merchant_txn")
+        .header("content-type", inferdb_server::training::PARQUET)
+        .body(Body::from(pq))
+        .unwrap();
+    let resp = router.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let out = resp.into_body().collect().await.unwrap().to_bytes();
+    let reader =
+        inferdb_engine::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(out)
+            .unwrap()
+            .build()
+            .unwrap();
+    let b = reader.map(|b| b.unwrap()).next().unwrap();
+    let get = |name: &str| {
+        let c = b.column(b.schema().index_of(name).unwrap()).clone();
+        (0..2)
+            .map(|i| c.as_primitive::<Int64Type>().value(i))
+            .collect::<Vec<_>>()
+    };
+    // At 00:03: user_1 has 2 payments in 1 h, user_2 one; m_1 has 2.
+    assert_eq!(get("user_txn__txn_count_1h"), vec![2, 1]);
+    assert_eq!(get("merchant_txn__txn_count_1h"), vec![2, 2]);
+
+    // Errors name what is wrong.
+    for (uri, body, status, needle) in [
+        ("/v1/training-data", rows, StatusCode::BAD_REQUEST, "view"),
+        (
+            "/v1/training-data?view=nope",
+            rows,
+            StatusCode::NOT_FOUND,
+            "nope",
+        ),
+        (
+            "/v1/training-data?view=user_txn",
+            "entity_id,label\nu,1\n",
+            StatusCode::BAD_REQUEST,
+            "ts",
+        ),
+        (
+            "/v1/training-data?view=merchant_txn",
+            rows,
+            StatusCode::BAD_REQUEST,
+            "merchant_id",
+        ),
+        (
+            "/v1/training-data?view=user_txn",
+            "entity_id,ts\nu,yesterday\n",
+            StatusCode::BAD_REQUEST,
+            "row 1",
+        ),
+    ] {
+        let (s, _, b) = f.raw(uri, "text/csv", "text/csv", body, 100).await;
+        let text = String::from_utf8_lossy(&b);
+        assert_eq!(s, status, "{uri}: {text}");
+        assert!(text.contains(needle), "{uri}: {text}");
+    }
 }

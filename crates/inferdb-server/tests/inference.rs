@@ -53,6 +53,7 @@ async fn setup() -> Setup {
         engine,
         model_repository: Some(models.clone()),
         repository_poll: None,
+        sql: Default::default(),
     };
     let server = start(cfg).await.unwrap();
     let addr = server.addr;

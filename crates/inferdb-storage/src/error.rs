@@ -51,6 +51,16 @@ pub enum StorageError {
         /// The WAL directory.
         dir: PathBuf,
     },
+    /// A failure injected by a test at a named step (see
+    /// [`crate::history::fail_at`]).
+    #[error("injected failure at {0}")]
+    Injected(String),
+    /// A SQL query failed: planning, execution, a limit.
+    #[error("{0}")]
+    Query(String),
+    /// A SQL query ran past its time limit.
+    #[error("query exceeded its time limit of {0:?}")]
+    QueryTimeout(std::time::Duration),
     /// A fsync policy name that is not one of the choices.
     #[error("invalid fsync policy {0:?}: expected one of always, batch, none")]
     InvalidFsyncPolicy(String),
@@ -60,7 +70,11 @@ impl StorageError {
     /// The kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StorageError::Io { .. } | StorageError::Poisoned { .. } => ErrorKind::Unavailable,
+            StorageError::Io { .. } | StorageError::Poisoned { .. } | StorageError::Injected(_) => {
+                ErrorKind::Unavailable
+            }
+            StorageError::Query(_) => ErrorKind::InvalidInput,
+            StorageError::QueryTimeout(_) => ErrorKind::Timeout,
             StorageError::Corrupt { .. } => ErrorKind::Internal,
             StorageError::FrameTooLarge { .. } | StorageError::InvalidFsyncPolicy(_) => {
                 ErrorKind::InvalidInput

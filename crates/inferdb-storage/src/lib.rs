@@ -18,11 +18,14 @@
 
 mod error;
 mod frame;
+pub mod history;
 mod reader;
 mod segment;
 mod snapshot;
 mod wal;
 
+pub use datafusion::arrow;
+pub use datafusion::parquet;
 pub use error::StorageError;
 pub use frame::{FRAME_HEADER_LEN, FRAME_MAGIC, Frame, MAX_PAYLOAD_LEN};
 pub use reader::WalReader;

@@ -6,6 +6,7 @@
 //! Nothing here does I/O or knows about threads: the crates above turn these
 //! values into files, state and HTTP answers.
 
+pub mod aggregate;
 pub mod binding;
 pub mod codec;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod spec;
 pub mod time;
 pub mod value;
 
+pub use aggregate::{AggregateSpec, BucketAgg, ContinuousAggregate};
 pub use binding::{Binding, BindingSpec};
 pub use error::{ErrorKind, TypesError};
 pub use spec::{

@@ -23,7 +23,12 @@ pub struct Spec {
     /// Feature bindings of models served by `/infer`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<crate::binding::BindingSpec>,
+    /// Continuous aggregates over the streams.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregates: Vec<crate::aggregate::AggregateSpec>,
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 /// The built-in stream every `/infer` writes its inference record to.
 pub const INFERENCE_STREAM: &str = "inference_records";
@@ -45,6 +50,9 @@ fn inference_stream_spec() -> StreamSpec {
         time_field: "ts".to_string(),
         lateness: Some("1m".to_string()),
         unknown_fields: UnknownFields::Reject,
+        chunk_interval: None,
+        retention: None,
+        compress_after: None,
         fields: vec![
             f("inference_id", FieldType::String, true),
             f("entity_id", FieldType::String, true),
@@ -87,6 +95,19 @@ pub struct StreamSpec {
     /// Unknown record fields: `reject` (default) or `ignore`.
     #[serde(default)]
     pub unknown_fields: UnknownFields,
+    /// History: the event-time span of one Parquet partition, like a
+    /// hypertable's `chunk_time_interval` (`1d` default, `1h`, `7d`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_interval: Option<String>,
+    /// History: partitions whose whole span is older than this (against the
+    /// wall clock) are dropped, like TimescaleDB's retention policy
+    /// `drop_after`. Default: kept forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
+    /// History: partitions older than this are recompressed at a higher
+    /// zstd level, like TimescaleDB's `compress_after`. Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress_after: Option<String>,
     /// The fields of a record.
     pub fields: Vec<FieldSpec>,
 }
@@ -211,6 +232,12 @@ pub struct Stream {
     /// `inference_records` stream's `inference_id`): records are then also
     /// found by it, from the hot tier.
     pub id_field: Option<usize>,
+    /// History partition span in milliseconds (default one day).
+    pub chunk_ms: i64,
+    /// History retention in milliseconds, if any.
+    pub retention_ms: Option<i64>,
+    /// Age in milliseconds after which history is recompressed, if any.
+    pub compress_after_ms: Option<i64>,
 }
 
 impl Stream {
@@ -286,6 +313,8 @@ pub struct Catalog {
     pub views: Vec<View>,
     /// Model feature bindings, in spec order.
     pub bindings: Vec<crate::binding::Binding>,
+    /// Continuous aggregates, in spec order.
+    pub aggregates: Vec<crate::aggregate::ContinuousAggregate>,
 }
 
 impl Catalog {
@@ -299,6 +328,12 @@ impl Catalog {
     pub fn new(spec: Spec) -> Result<Catalog, TypesError> {
         let bad = |m: String| Err(TypesError::SpecInvalid(m));
         let mut streams: Vec<Stream> = Vec::new();
+        if spec.streams.iter().any(|s| s.name == "dead_letters") {
+            return bad(
+                "stream name \"dead_letters\" is reserved for the table of rejected records"
+                    .to_string(),
+            );
+        }
         if spec.streams.iter().any(|s| s.name == INFERENCE_STREAM) {
             return bad(format!(
                 "stream name {INFERENCE_STREAM:?} is reserved for the built-in inference records"
@@ -387,6 +422,23 @@ impl Catalog {
                     TypesError::SpecInvalid(format!("stream {}: lateness: {e}", s.name))
                 })?,
             };
+            let duration = |what: &str, v: &Option<String>| -> Result<Option<i64>, TypesError> {
+                match v.as_deref() {
+                    None => Ok(None),
+                    Some(d) => match parse_duration_ms(d) {
+                        Ok(ms) if ms > 0 => Ok(Some(ms)),
+                        Ok(_) => Err(TypesError::SpecInvalid(format!(
+                            "stream {}: {what}: must be longer than zero",
+                            s.name
+                        ))),
+                        Err(e) => Err(TypesError::SpecInvalid(format!(
+                            "stream {}: {what}: {e}",
+                            s.name
+                        ))),
+                    },
+                }
+            };
+            let chunk_ms = duration("chunk_interval", &s.chunk_interval)?.unwrap_or(DAY_MS);
             streams.push(Stream {
                 name: s.name.clone(),
                 fields,
@@ -396,6 +448,9 @@ impl Catalog {
                 unknown_fields: s.unknown_fields,
                 views: Vec::new(),
                 id_field: None,
+                chunk_ms,
+                retention_ms: duration("retention", &s.retention)?,
+                compress_after_ms: duration("compress_after", &s.compress_after)?,
             });
         }
 
@@ -502,11 +557,36 @@ impl Catalog {
             });
             streams[si].views.push(views.len() - 1);
         }
+        let mut aggregates: Vec<crate::aggregate::ContinuousAggregate> = Vec::new();
+        for a in &spec.aggregates {
+            check_name("aggregate", &a.name)?;
+            if a.name == "dead_letters"
+                || streams.iter().any(|s| s.name == a.name)
+                || aggregates.iter().any(|x| x.name == a.name)
+            {
+                return bad(format!(
+                    "aggregate {:?}: the name is taken by a stream, dead_letters or another aggregate",
+                    a.name
+                ));
+            }
+            let Some(si) = streams.iter().position(|s| s.name == a.stream) else {
+                return bad(format!(
+                    "aggregate {}: unknown stream {:?}",
+                    a.name, a.stream
+                ));
+            };
+            aggregates.push(crate::aggregate::ContinuousAggregate::new(
+                a,
+                si,
+                &streams[si],
+            )?);
+        }
         let mut catalog = Catalog {
             spec,
             streams,
             views,
             bindings: Vec::new(),
+            aggregates,
         };
         catalog.bindings = catalog
             .spec

@@ -1,0 +1,186 @@
+//! Writing and reading one Parquet file of history.
+//!
+//! A file holds rows of one partition sorted by (entity key, time), so an
+//! entity's range is a few pages; row groups carry min/max statistics and a
+//! page index for pruning. It is written to `<name>.tmp`, fsynced and
+//! renamed, so a file name only ever names a whole file.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimestampMillisecondType};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::metadata::SortingColumn;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::manifest::{FileMeta, KeyBound};
+use super::{FailPoint, failpoint};
+use crate::StorageError;
+use crate::segment::sync_dir;
+
+/// Rows per row group: small enough that a key lookup reads little, large
+/// enough for good compression.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+fn arrow_err(path: &Path, what: &str, e: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: 0,
+        reason: format!("{what}: {e}"),
+    }
+}
+
+/// Concatenates `batches` and sorts them by (key column, time column).
+pub(crate) fn sort_rows(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    key: usize,
+    time: usize,
+) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let all = concat_batches(schema, batches)?;
+    if all.num_rows() <= 1 {
+        return Ok(all);
+    }
+    let opts = SortOptions {
+        descending: false,
+        nulls_first: true,
+    };
+    let idx = lexsort_to_indices(
+        &[
+            SortColumn {
+                values: all.column(key).clone(),
+                options: Some(opts),
+            },
+            SortColumn {
+                values: all.column(time).clone(),
+                options: Some(opts),
+            },
+        ],
+        None,
+    )?;
+    datafusion::arrow::compute::take_record_batch(&all, &idx)
+}
+
+fn key_bounds(batch: &RecordBatch, key: usize) -> (Option<KeyBound>, Option<KeyBound>) {
+    let col = batch.column(key);
+    // Sorted by key with nulls first: the bounds are the first non-null
+    // and the last value.
+    let first = (0..col.len()).find(|&i| col.is_valid(i));
+    let last = (0..col.len()).rev().find(|&i| col.is_valid(i));
+    let at = |i: usize| match col.data_type() {
+        DataType::Utf8 => Some(KeyBound::Str(col.as_string::<i32>().value(i).to_string())),
+        DataType::Int64 => Some(KeyBound::Int(col.as_primitive::<Int64Type>().value(i))),
+        _ => None,
+    };
+    (first.and_then(at), last.and_then(at))
+}
+
+fn time_bounds(batch: &RecordBatch, time: usize) -> (i64, i64) {
+    let col = batch.column(time);
+    let mut lo = i64::MAX;
+    let mut hi = i64::MIN;
+    if let Some(ts) = col.as_primitive_opt::<TimestampMillisecondType>() {
+        for v in ts.iter().flatten() {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+    }
+    (lo, hi)
+}
+
+/// What a new file is.
+pub(crate) struct NewFile<'a> {
+    pub table: &'a str,
+    pub partition: i64,
+    pub name: String,
+    pub key: usize,
+    pub time: usize,
+    pub zstd_level: i32,
+}
+
+/// Writes `sorted` (already in (key, time) order) as a new file under
+/// `dir/<table>/<partition>/`, durably; returns its manifest entry.
+pub(crate) fn write_file(
+    dir: &Path,
+    sorted: &RecordBatch,
+    f: NewFile<'_>,
+) -> Result<FileMeta, StorageError> {
+    let part_dir = dir.join(f.table).join(f.partition.to_string());
+    fs::create_dir_all(&part_dir)
+        .map_err(|e| StorageError::io("create history partition", &part_dir, e))?;
+    let path = part_dir.join(&f.name);
+    let tmp = part_dir.join(format!("{}.tmp", f.name));
+    let level = ZstdLevel::try_new(f.zstd_level).map_err(|e| arrow_err(&tmp, "zstd level", e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(vec![
+            SortingColumn {
+                column_idx: f.key as i32,
+                descending: false,
+                nulls_first: true,
+            },
+            SortingColumn {
+                column_idx: f.time as i32,
+                descending: false,
+                nulls_first: true,
+            },
+        ]))
+        .build();
+    let file = File::create(&tmp).map_err(|e| StorageError::io("create history file", &tmp, e))?;
+    let mut w = ArrowWriter::try_new(file, sorted.schema(), Some(props))
+        .map_err(|e| arrow_err(&tmp, "parquet writer", e))?;
+    w.write(sorted)
+        .map_err(|e| arrow_err(&tmp, "parquet write", e))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| arrow_err(&tmp, "parquet close", e))?;
+    file.sync_all()
+        .map_err(|e| StorageError::io("fsync history file", &tmp, e))?;
+    let bytes = file
+        .metadata()
+        .map_err(|e| StorageError::io("stat history file", &tmp, e))?
+        .len();
+    drop(file);
+    failpoint(FailPoint::DataWritten)?;
+    fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename history file", &tmp, e))?;
+    sync_dir(&part_dir)?;
+    let (min_ts, max_ts) = time_bounds(sorted, f.time);
+    let (min_key, max_key) = key_bounds(sorted, f.key);
+    Ok(FileMeta {
+        table: f.table.to_string(),
+        partition: f.partition,
+        name: f.name,
+        rows: sorted.num_rows() as u64,
+        bytes,
+        min_ts,
+        max_ts,
+        min_key,
+        max_key,
+        zstd_level: f.zstd_level,
+    })
+}
+
+/// Reads a whole file back (compaction, erasure).
+pub(crate) fn read_file(path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>, StorageError> {
+    let file = File::open(path).map_err(|e| StorageError::io("open history file", path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(64 * 1024).build())
+        .map_err(|e| arrow_err(path, "parquet read", e))?;
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.map_err(|e| arrow_err(path, "parquet read", e))?;
+        // Files are written with the table's schema; re-stamp it so that
+        // batches from files and from the head concatenate.
+        let b = RecordBatch::try_new(Arc::clone(schema), b.columns().to_vec())
+            .map_err(|e| arrow_err(path, "history file schema", e))?;
+        out.push(b);
+    }
+    Ok(out)
+}
