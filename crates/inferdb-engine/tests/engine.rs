@@ -539,8 +539,10 @@ fn history_holds_every_event_once_across_flushes_a_crash_and_a_restart() {
             .unwrap();
         assert_eq!(out.rejected.len(), 1);
         if i % 5 == 4 {
-            // Let the flusher run in the middle of the ingest.
-            std::thread::sleep(std::time::Duration::from_millis(350));
+            // Flush in the middle of the ingest (the background flusher
+            // may too).
+            assert!(engine.history_caught_up());
+            engine.history().flush().unwrap();
         }
     }
     assert_eq!(history_census(&engine), (6000, cents, 20));
@@ -565,6 +567,9 @@ fn history_holds_every_event_once_across_flushes_a_crash_and_a_restart() {
 fn rows_of(engine: &Engine, sql: &str) -> Vec<Vec<String>> {
     use inferdb_engine::arrow::array::{Array, AsArray};
     use inferdb_engine::arrow::datatypes::{DataType, Float64Type};
+    // A query sees what is acknowledged once the history caught up (the
+    // server's /v1/sql waits for it the same way).
+    assert!(engine.history_caught_up());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -616,7 +621,9 @@ fn continuous_aggregates_equal_the_same_query_over_raw_history() {
             .ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto)
             .unwrap();
         if i == 4 {
-            std::thread::sleep(std::time::Duration::from_millis(500));
+            // Besides the background flusher, flush here for certain.
+            assert!(engine.history_caught_up());
+            engine.history().flush().unwrap();
         }
     }
     let raw_5m = "SELECT time_bucket(INTERVAL '5 minutes', ts) AS bucket, category, count(*), \
@@ -685,7 +692,9 @@ fn point_in_time_features_reproduce_online_reads_and_a_naive_recomputation() {
             seen_merchants.push((k.to_string(), r));
         }
         if i % 6 == 5 {
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            // Besides the background flusher, flush here for certain.
+            assert!(engine.history_caught_up());
+            engine.history().flush().unwrap();
         }
     }
     assert!(
@@ -776,7 +785,9 @@ fn an_erased_entity_is_gone_from_everything_and_stays_gone_after_restart() {
             .ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto)
             .unwrap();
         if i == 2 {
-            std::thread::sleep(std::time::Duration::from_millis(400));
+            // Besides the background flusher, flush here for certain.
+            assert!(engine.history_caught_up());
+            engine.history().flush().unwrap();
         }
     }
     let t0 = 1_767_225_600_000i64;
