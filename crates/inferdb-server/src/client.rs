@@ -63,6 +63,16 @@ pub async fn request_bytes(
     Ok((status, resp.into_body().collect().await?.to_bytes()))
 }
 
+/// The address of a running server from `host:port` or
+/// `http://host:port/` (default `127.0.0.1:8080`), for the CLI commands.
+pub fn server_addr(server: Option<&str>) -> anyhow::Result<SocketAddr> {
+    let server = server.unwrap_or(crate::config::DEFAULT_LISTEN);
+    let server = server.trim_start_matches("http://").trim_end_matches('/');
+    std::net::ToSocketAddrs::to_socket_addrs(server)?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("cannot resolve {server}"))
+}
+
 /// GET returning JSON.
 pub async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
     request_json(addr, "GET", path, "application/json", Bytes::new()).await

@@ -259,14 +259,7 @@ pub fn run_cli(args: &SqlArgs) -> anyhow::Result<()> {
             r?
         }
         None => {
-            let server = args
-                .server
-                .as_deref()
-                .unwrap_or(crate::config::DEFAULT_LISTEN);
-            let server = server.trim_start_matches("http://").trim_end_matches('/');
-            let addr = std::net::ToSocketAddrs::to_socket_addrs(server)?
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("cannot resolve {server}"))?;
+            let addr = crate::client::server_addr(args.server.as_deref())?;
             let (status, body) = rt.block_on(crate::client::request_bytes(
                 addr,
                 "/v1/sql",
