@@ -18,6 +18,7 @@ mod history;
 pub mod hot;
 pub mod metrics;
 pub mod parse;
+mod rebuild;
 pub mod state;
 mod training;
 mod writer;
@@ -152,6 +153,9 @@ pub struct Erasure {
 pub struct RecoveryInfo {
     /// Sequence number of the snapshot used, if any.
     pub snapshot_seq: Option<u64>,
+    /// Rows the online state was rebuilt from, when it was rebuilt from
+    /// the history (no usable snapshot and a truncated log).
+    pub rebuilt_rows: Option<u64>,
     /// Frames replayed from the log after it.
     pub frames_replayed: u64,
     /// Bytes of a torn tail that were cut off.
@@ -233,10 +237,18 @@ impl Engine {
             segment_bytes: cfg.wal_segment_bytes,
         })?;
 
+        // The log may start after seq 1: segments behind both the snapshot
+        // and the history's flushed seq are deleted (see `Writer::truncate`).
+        let first_seq = wal.first_seq();
         let mut snapshot_seq = None;
         let mut state = None;
         if let Some((seq, bytes)) = read_latest_snapshot(&snap_dir)? {
             match OnlineState::restore(&catalog, limits.clone(), &bytes) {
+                Ok(Some(_)) if seq + 1 < first_seq => tracing::warn!(
+                    seq,
+                    first_seq,
+                    "the log no longer reaches back to the snapshot; rebuilding from the history"
+                ),
                 Ok(Some((s, sseq))) if sseq == seq && seq < wal.next_seq() => {
                     snapshot_seq = Some(seq);
                     state = Some(s);
@@ -261,12 +273,27 @@ impl Engine {
             inferdb_storage::history::CaggDef::all(&catalog),
         )?;
         let dead_table = catalog.streams.len();
+        if history.flushed_seq() + 1 < first_seq {
+            return Err(EngineError::Catalog(format!(
+                "the log starts at seq {first_seq} but the history holds only up to seq {}: \
+                 the history directory was lost or replaced",
+                history.flushed_seq()
+            )));
+        }
+        // Without a usable snapshot and with the log's start deleted, the
+        // online state is rebuilt from the history once the head holds the
+        // log's frames; until then frames go to the history only.
+        let rebuild = snapshot_seq.is_none() && first_seq > 1;
         // Frames after the snapshot go to online state; frames after the
         // last history flush go to the history head.
-        let snap = snapshot_seq.unwrap_or(0);
+        let snap = if rebuild {
+            u64::MAX
+        } else {
+            snapshot_seq.unwrap_or(0)
+        };
         let from = snap.min(history.flushed_seq()) + 1;
         let mut replayed = 0u64;
-        let mut last = snap;
+        let mut last = 0;
         for f in WalReader::open(&wal_dir, from)? {
             let f = f?;
             if f.kind == frame::KIND_BATCH {
@@ -297,8 +324,19 @@ impl Engine {
             }
             last = last.max(f.seq);
         }
+        let mut rebuilt_rows = None;
+        if rebuild {
+            rebuilt_rows = Some(rebuild::from_history(&catalog, &state, &history)?);
+            last = last.max(first_seq - 1);
+        }
+        let last = if snap == u64::MAX {
+            last
+        } else {
+            last.max(snap)
+        };
         let recovery = RecoveryInfo {
             snapshot_seq,
+            rebuilt_rows,
             frames_replayed: replayed,
             truncated_bytes: report.truncated_bytes,
             millis: started.elapsed().as_millis() as u64,
@@ -339,6 +377,8 @@ impl Engine {
         }
         let writer = Writer {
             history_tx: history_tx.clone(),
+            history: history.clone(),
+            snapshot_at_start: rebuild,
             catalog: catalog.clone(),
             state: state.clone(),
             wal,

@@ -72,6 +72,10 @@ pub enum Command {
 pub(crate) struct Writer {
     /// Applied batches go on to the history thread.
     pub history_tx: crossbeam_channel::Sender<crate::history::HistoryMsg>,
+    /// The history (its flushed seq bounds the log's truncation).
+    pub history: inferdb_storage::history::History,
+    /// Snapshot as soon as the thread starts (after a rebuild at open).
+    pub snapshot_at_start: bool,
     pub catalog: Arc<Catalog>,
     pub state: Arc<OnlineState>,
     pub wal: Wal,
@@ -130,6 +134,11 @@ impl Writer {
             .collect();
         let mut last_snapshot = Instant::now();
         let mut snapshot_seq = self.applied_seq.load(Ordering::Acquire);
+        if self.snapshot_at_start
+            && let Err(e) = self.snapshot()
+        {
+            tracing::warn!(error = %e, "snapshot after the rebuild failed");
+        }
         let mut seq = Sequencer::default();
         let mut group: Vec<PendingBatch> = Vec::with_capacity(self.max_group);
         let mut control: Vec<Command> = Vec::new();
@@ -366,6 +375,20 @@ impl Writer {
         Ok((seq, hot))
     }
 
+    /// Deletes the log segments every frame of which is both in the
+    /// snapshot at `snapshot_seq` and flushed to the history's Parquet
+    /// files: a restart needs neither (the snapshot restores the online
+    /// state; the history head is refilled from the flushed seq on), and a
+    /// restart that cannot use the snapshot rebuilds from the history.
+    fn truncate(&mut self, snapshot_seq: u64) {
+        let cut = snapshot_seq.min(self.history.flushed_seq()) + 1;
+        match self.wal.remove_segments_before(cut) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(segments = n, before_seq = cut, "WAL truncated"),
+            Err(e) => tracing::warn!(error = %e, "could not delete old WAL segments"),
+        }
+    }
+
     fn snapshot(&mut self) -> Result<u64, EngineError> {
         let t = Instant::now();
         // A snapshot must never cover frames the log could still lose.
@@ -376,6 +399,7 @@ impl Writer {
             .snapshot(&self.catalog, seq)
             .map_err(|e| EngineError::Internal(format!("snapshot encoding: {e}")))?;
         write_snapshot(&self.snapshot_dir, seq, &bytes)?;
+        self.truncate(seq);
         metrics::counter!(m::SNAPSHOTS_TOTAL).increment(1);
         metrics::histogram!(m::SNAPSHOT_SECONDS).record(t.elapsed().as_secs_f64());
         tracing::info!(

@@ -359,6 +359,14 @@ impl Wal {
         self.next_seq
     }
 
+    /// The seq of the oldest frame the log still holds (or would give the
+    /// next frame, if it holds none): above 1 once segments were removed.
+    pub fn first_seq(&self) -> u64 {
+        self.closed
+            .front()
+            .map_or(self.active.first_seq, |c| c.first_seq)
+    }
+
     /// The directory holding the segments.
     pub fn dir(&self) -> &Path {
         &self.dir

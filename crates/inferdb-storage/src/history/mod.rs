@@ -910,6 +910,64 @@ impl History {
         Ok(out)
     }
 
+    /// Every row of table `t` (files and head) as values in column order,
+    /// one partition at a time in ascending time, each partition's rows
+    /// sorted by event time (ties keep file, then head, order): the whole
+    /// table in time order without holding more than a partition in memory.
+    /// Rebuilds derived state (the engine's online state after a spec
+    /// change, once the log no longer holds every event).
+    pub fn for_each_partition(
+        &self,
+        t: usize,
+        mut f: impl FnMut(Vec<Vec<Value>>) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let Some(table) = self.inner.tables.get(t) else {
+            return Ok(());
+        };
+        let (files, head) = self.scan_set(t, None, None, None);
+        let mut parts: BTreeMap<i64, (Vec<PathBuf>, Vec<RecordBatch>)> = BTreeMap::new();
+        {
+            let st = self.inner.state.read();
+            for m in st
+                .manifest
+                .files
+                .iter()
+                .filter(|m| m.table == table.def.name)
+            {
+                let path = self.inner.opts.dir.join(m.rel_path());
+                if files.contains(&path) {
+                    parts.entry(m.partition).or_default().0.push(path);
+                }
+            }
+        }
+        for (p, batches) in split_partitions(table, &head)? {
+            parts.entry(p).or_default().1.extend(batches);
+        }
+        for (_, (paths, batches)) in parts {
+            let mut rows: Vec<Vec<Value>> = Vec::new();
+            let mut take = |b: &RecordBatch| {
+                for i in 0..b.num_rows() {
+                    rows.push(b.columns().iter().map(|a| cagg::value_at(a, i)).collect());
+                }
+            };
+            for path in &paths {
+                for b in read_file(path, &table.schema)? {
+                    take(&b);
+                }
+            }
+            for b in &batches {
+                take(b);
+            }
+            let time = table.def.time;
+            rows.sort_by_key(|r| match r.get(time) {
+                Some(Value::Ts(ts)) => *ts,
+                _ => i64::MIN,
+            });
+            f(rows)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn table_schema(&self, t: usize) -> Option<(SchemaRef, &TableDef)> {
         self.inner.tables.get(t).map(|x| (x.schema.clone(), &x.def))
     }
