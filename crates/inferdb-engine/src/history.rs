@@ -113,7 +113,7 @@ pub(crate) fn run_flusher(history: History, maintenance: Duration, stop: Arc<Ato
                 Err(e) => tracing::error!(error = %e, "history flush failed; retrying later"),
             }
         }
-        if last_maint.elapsed() >= maintenance {
+        if last_maint.elapsed() >= maintenance || history.compaction_due() {
             last_maint = Instant::now();
             if let Err(e) = history.maintain(Timestamp::now().millis()) {
                 tracing::error!(error = %e, "history maintenance failed");

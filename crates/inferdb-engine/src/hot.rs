@@ -37,18 +37,32 @@ impl HotRecord {
 #[derive(Debug, Default)]
 pub struct HotShard {
     hasher: KeyHasher,
-    entities: HashTable<(Arc<str>, VecDeque<HotRecord>)>,
+    entities: HashTable<Entity>,
     fifo: VecDeque<(Arc<str>, u64, u64)>,
     next_rid: u64,
     bytes: usize,
     records: usize,
+    /// The latest event time of any record the byte budget pushed out
+    /// (of any key of the shard).
+    budget_evicted: Option<i64>,
+}
+
+/// One key's records, in arrival order.
+#[derive(Debug)]
+struct Entity {
+    key: Arc<str>,
+    recs: VecDeque<HotRecord>,
+    /// The latest event time of the key's records the per-entity cap
+    /// pushed out.
+    evicted: Option<i64>,
 }
 
 /// The serialized form of a shard.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HotShardSnap {
     next_rid: u64,
-    entities: Vec<(String, Vec<HotRecord>)>,
+    budget_evicted: Option<i64>,
+    entities: Vec<(String, Vec<HotRecord>, Option<i64>)>,
 }
 
 impl HotShard {
@@ -78,17 +92,22 @@ impl HotShard {
         let hasher = &self.hasher;
         let entry = self
             .entities
-            .entry(h, |(k, _)| k.as_ref() == key, |(k, _)| hasher.hash(k))
-            .or_insert_with(|| (Arc::from(key), VecDeque::new()));
-        let (k, q) = entry.into_mut();
-        q.push_back(rec);
-        while q.len() > per_entity.max(1) {
-            if let Some(old) = q.pop_front() {
+            .entry(h, |e| e.key.as_ref() == key, |e| hasher.hash(&e.key))
+            .or_insert_with(|| Entity {
+                key: Arc::from(key),
+                recs: VecDeque::new(),
+                evicted: None,
+            });
+        let e = entry.into_mut();
+        e.recs.push_back(rec);
+        while e.recs.len() > per_entity.max(1) {
+            if let Some(old) = e.recs.pop_front() {
                 self.bytes -= old.size();
                 self.records -= 1;
+                e.evicted = e.evicted.max(Some(old.ts));
             }
         }
-        self.fifo.push_back((k.clone(), h, rid));
+        self.fifo.push_back((e.key.clone(), h, rid));
         while self.bytes > budget {
             let Some((k, h, rid)) = self.fifo.pop_front() else {
                 break;
@@ -101,23 +120,24 @@ impl HotShard {
             let entities = &self.entities;
             self.fifo.retain(|(k, h, rid)| {
                 entities
-                    .find(*h, |(x, _)| x == k)
-                    .and_then(|(_, q)| q.front())
+                    .find(*h, |e| &e.key == k)
+                    .and_then(|e| e.recs.front())
                     .is_some_and(|f| f.rid <= *rid)
             });
         }
     }
 
     fn evict(&mut self, key: &Arc<str>, h: u64, rid: u64) {
-        let Ok(mut entry) = self.entities.find_entry(h, |(k, _)| k == key) else {
+        let Ok(mut entry) = self.entities.find_entry(h, |e| &e.key == key) else {
             return;
         };
-        if entry.get().1.front().is_some_and(|f| f.rid == rid) {
-            if let Some(old) = entry.get_mut().1.pop_front() {
+        if entry.get().recs.front().is_some_and(|f| f.rid == rid) {
+            if let Some(old) = entry.get_mut().recs.pop_front() {
                 self.bytes -= old.size();
                 self.records -= 1;
+                self.budget_evicted = self.budget_evicted.max(Some(old.ts));
             }
-            if entry.get().1.is_empty() {
+            if entry.get().recs.is_empty() {
                 entry.remove();
             }
         }
@@ -126,15 +146,15 @@ impl HotShard {
     /// Removes every record of `key` (whose hash is `h`); returns them.
     /// Their ids left in the FIFO no longer match anything and are skipped.
     pub fn remove(&mut self, key: &str, h: u64) -> Vec<HotRecord> {
-        let Ok(entry) = self.entities.find_entry(h, |(k, _)| k.as_ref() == key) else {
+        let Ok(entry) = self.entities.find_entry(h, |e| e.key.as_ref() == key) else {
             return Vec::new();
         };
-        let ((_, q), _) = entry.remove();
-        for r in &q {
+        let (e, _) = entry.remove();
+        for r in &e.recs {
             self.bytes -= r.size();
             self.records -= 1;
         }
-        q.into()
+        e.recs.into()
     }
 
     /// Number of records held.
@@ -154,12 +174,29 @@ impl HotShard {
 
     /// Up to `limit` records of `key`, newest event time first (ties: latest arrival first).
     pub fn recent(&self, key: &str, h: u64, limit: usize) -> Vec<HotRecord> {
-        let Some((_, q)) = self.entities.find(h, |(k, _)| k.as_ref() == key) else {
+        let Some(e) = self.entities.find(h, |e| e.key.as_ref() == key) else {
             return Vec::new();
         };
-        let mut v: Vec<&HotRecord> = q.iter().collect();
+        let mut v: Vec<&HotRecord> = e.recs.iter().collect();
         v.sort_by_key(|r| std::cmp::Reverse((r.ts, r.rid)));
         v.into_iter().take(limit).cloned().collect()
+    }
+
+    /// The `limit` records of `key` with the latest event times, newest
+    /// first, if the shard can vouch that they are exactly the key's
+    /// latest among every record ever stored for it: every record pushed
+    /// out (by the per-entity cap or by the byte budget, of any key) is
+    /// strictly older than the oldest one returned, or fewer than `limit`
+    /// exist and nothing was ever pushed out. `None` otherwise.
+    pub fn recent_exact(&self, key: &str, h: u64, limit: usize) -> Option<Vec<HotRecord>> {
+        let entity = self.entities.find(h, |e| e.key.as_ref() == key);
+        let floor = self.budget_evicted.max(entity.and_then(|e| e.evicted));
+        let v = self.recent(key, h, limit);
+        match (floor, v.last()) {
+            (None, _) => Some(v),
+            (Some(f), Some(oldest)) if v.len() == limit && oldest.ts > f => Some(v),
+            _ => None,
+        }
     }
 
     /// The serialized form.
@@ -167,10 +204,17 @@ impl HotShard {
         // Arrival order is kept by rid, which the FIFO rebuild relies on.
         HotShardSnap {
             next_rid: self.next_rid,
+            budget_evicted: self.budget_evicted,
             entities: self
                 .entities
                 .iter()
-                .map(|(k, q)| (k.to_string(), q.iter().cloned().collect()))
+                .map(|e| {
+                    (
+                        e.key.to_string(),
+                        e.recs.iter().cloned().collect(),
+                        e.evicted,
+                    )
+                })
                 .collect(),
         }
     }
@@ -179,10 +223,11 @@ impl HotShard {
     pub fn from_snap(s: HotShardSnap, hasher: KeyHasher) -> HotShard {
         let mut shard = HotShard {
             next_rid: s.next_rid,
+            budget_evicted: s.budget_evicted,
             ..HotShard::new(hasher.clone())
         };
         let mut order: Vec<(u64, Arc<str>, u64)> = Vec::new();
-        for (k, recs) in s.entities {
+        for (k, recs, evicted) in s.entities {
             let k: Arc<str> = Arc::from(k.as_str());
             let h = hasher.hash(&k);
             for r in &recs {
@@ -190,9 +235,15 @@ impl HotShard {
                 shard.records += 1;
                 order.push((r.rid, k.clone(), h));
             }
-            shard
-                .entities
-                .insert_unique(h, (k, recs.into()), |(k, _)| hasher.hash(k));
+            shard.entities.insert_unique(
+                h,
+                Entity {
+                    key: k,
+                    recs: recs.into(),
+                    evicted,
+                },
+                |e| hasher.hash(&e.key),
+            );
         }
         order.sort_by_key(|(rid, _, _)| *rid);
         shard.fifo = order.into_iter().map(|(rid, k, h)| (k, h, rid)).collect();
@@ -210,16 +261,20 @@ impl HotShard {
         shard_of: impl Fn(u64, usize) -> usize,
     ) -> Vec<HotShard> {
         let next_rid = snaps.iter().map(|s| s.next_rid).max().unwrap_or(0);
+        // Keys move between shards: each new shard takes the latest
+        // budget eviction of all (conservative).
+        let budget_evicted = snaps.iter().filter_map(|s| s.budget_evicted).max();
         let mut parts: Vec<HotShardSnap> = (0..n)
             .map(|_| HotShardSnap {
                 next_rid,
+                budget_evicted,
                 entities: Vec::new(),
             })
             .collect();
-        for (k, recs) in snaps.into_iter().flat_map(|s| s.entities) {
+        for (k, recs, evicted) in snaps.into_iter().flat_map(|s| s.entities) {
             let i = shard_of(hasher.hash(&k), n);
             if let Some(p) = parts.get_mut(i) {
-                p.entities.push((k, recs));
+                p.entities.push((k, recs, evicted));
             }
         }
         parts
@@ -246,6 +301,43 @@ mod tests {
 
     fn recent(s: &HotShard, key: &str, limit: usize) -> Vec<HotRecord> {
         s.recent(key, s.hasher.hash(key), limit)
+    }
+
+    fn ts_of(v: Option<Vec<HotRecord>>) -> Option<Vec<i64>> {
+        v.map(|v| v.iter().map(|r| r.ts).collect())
+    }
+
+    #[test]
+    fn exact_recent_records_only_when_nothing_newer_was_pushed_out() {
+        let mut s = HotShard::default();
+        let exact = |s: &HotShard, key: &str, n| ts_of(s.recent_exact(key, s.hasher.hash(key), n));
+        for ts in [10, 11, 12, 13] {
+            push(&mut s, "a", ts, rec(ts), 4, usize::MAX);
+        }
+        // Nothing pushed out: any limit is exact, even past what is held.
+        assert_eq!(exact(&s, "a", 10), Some(vec![13, 12, 11, 10]));
+        assert_eq!(exact(&s, "b", 3), Some(vec![]));
+        // A late event (ts 5) pushes out ts 10 by the cap of 4.
+        push(&mut s, "a", 5, rec(5), 4, usize::MAX);
+        assert_eq!(exact(&s, "a", 3), Some(vec![13, 12, 11]));
+        // The 4 latest stored are 13, 12, 11, 10: 10 is gone, so no answer.
+        assert_eq!(exact(&s, "a", 4), None);
+        assert_eq!(exact(&s, "a", 10), None);
+        // A budget eviction of another key makes short answers inexact.
+        let mut s = HotShard::default();
+        let one = rec(1).len() + 40;
+        push(&mut s, "b", 100, rec(1), 10, 3 * one);
+        push(&mut s, "a", 1, rec(1), 10, 3 * one);
+        push(&mut s, "a", 2, rec(1), 10, 3 * one);
+        assert_eq!(exact(&s, "a", 5), Some(vec![2, 1]));
+        push(&mut s, "c", 50, rec(1), 10, 3 * one);
+        // "b"'s record at 100 was pushed out: "a" may have lost one too.
+        assert_eq!(exact(&s, "a", 5), None);
+        assert_eq!(exact(&s, "c", 1), None);
+        // What survives a snapshot.
+        let back = HotShard::from_snap(s.snap(), s.hasher.clone());
+        assert_eq!(exact(&back, "a", 5), None);
+        assert_eq!(exact(&back, "a", 2), None);
     }
 
     #[test]

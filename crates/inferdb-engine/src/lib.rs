@@ -842,6 +842,31 @@ impl Engine {
         &self.inner.history
     }
 
+    /// Runs one SQL statement over the history (call
+    /// [`Engine::history_caught_up`] first to see every acknowledged
+    /// batch). A query for one entity's latest rows of a stream
+    /// (`… WHERE key = 'k' ORDER BY time DESC LIMIT n`) runs on the hot
+    /// tier's records of that entity instead of the files when the hot
+    /// tier holds exactly its `n` latest (`QueryResult::from_memory`).
+    pub async fn query(&self, sql: &str, opts: &SqlOptions) -> Result<QueryResult, EngineError> {
+        let state = self.inner.state.clone();
+        let streams = self.inner.catalog.streams.len();
+        self.inner
+            .history
+            .query_latest(sql, opts, move |want| {
+                // History tables are the streams, in order, then the rest.
+                if want.table >= streams {
+                    return None;
+                }
+                let recs = state.recent_exact(want.table, &want.key, want.limit)?;
+                recs.iter()
+                    .map(|r| inferdb_types::codec::Decoder::new(&r.bytes).row().ok())
+                    .collect()
+            })
+            .await
+            .map_err(EngineError::from)
+    }
+
     /// Waits (blocking, up to 10 s) until the history holds every batch
     /// acknowledged so far, so that a query sees them; false on timeout.
     pub fn history_caught_up(&self) -> bool {

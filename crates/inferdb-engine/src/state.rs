@@ -442,6 +442,23 @@ impl OnlineState {
             .recent(key, h, limit)
     }
 
+    /// The `limit` latest records of `key` by event time, newest first, if
+    /// the hot tier holds exactly the key's latest stored records (see
+    /// [`HotShard::recent_exact`]); `None` when some may have been pushed
+    /// out.
+    pub fn recent_exact(
+        &self,
+        stream_idx: usize,
+        key: &str,
+        limit: usize,
+    ) -> Option<Vec<HotRecord>> {
+        let st = self.streams.get(stream_idx)?;
+        let h = self.hasher.hash(key);
+        st.hot[shard_of(h, self.limits.shards)]
+            .lock()
+            .recent_exact(key, h, limit)
+    }
+
     /// Forgets `key`: its state in every view keyed by its stream's key
     /// field, and its records in every stream's hot tier (and, for a stream
     /// with an id field, those records' ids). Writer thread only. Returns
@@ -623,12 +640,17 @@ impl OnlineState {
     }
 }
 
+/// The version of the snapshot's layout: a snapshot of another layout is
+/// not used (2: the hot tier records what it pushed out).
+const SNAPSHOT_LAYOUT: u32 = 2;
+
 /// Identifies the spec a snapshot was taken under.
 /// What the state's layout depends on: streams and views (model bindings
 /// change nothing stored).
 fn spec_fingerprint(catalog: &Catalog) -> u64 {
     let text =
-        serde_json::to_string(&(&catalog.spec.streams, &catalog.spec.views)).unwrap_or_default();
+        serde_json::to_string(&(SNAPSHOT_LAYOUT, &catalog.spec.streams, &catalog.spec.views))
+            .unwrap_or_default();
     stable_hash(&Value::Str(text.into()))
 }
 

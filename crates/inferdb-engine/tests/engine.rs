@@ -565,8 +565,6 @@ fn history_holds_every_event_once_across_flushes_a_crash_and_a_restart() {
 /// Every row of a query as strings (floats marked with a leading `#f:`, see
 /// [`same_rows`]).
 fn rows_of(engine: &Engine, sql: &str) -> Vec<Vec<String>> {
-    use inferdb_engine::arrow::array::{Array, AsArray};
-    use inferdb_engine::arrow::datatypes::{DataType, Float64Type};
     // A query sees what is acknowledged once the history caught up (the
     // server's /v1/sql waits for it the same way).
     assert!(engine.history_caught_up());
@@ -577,6 +575,25 @@ fn rows_of(engine: &Engine, sql: &str) -> Vec<Vec<String>> {
     let r = rt
         .block_on(engine.history().query(sql, &Default::default()))
         .unwrap();
+    assert!(!r.from_memory);
+    result_rows(&r)
+}
+
+/// A query through `Engine::query` (which may answer from the hot tier):
+/// its rows, and whether they came from memory.
+fn engine_rows(engine: &Engine, sql: &str) -> (Vec<Vec<String>>, bool) {
+    assert!(engine.history_caught_up());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt.block_on(engine.query(sql, &Default::default())).unwrap();
+    (result_rows(&r), r.from_memory)
+}
+
+fn result_rows(r: &inferdb_engine::QueryResult) -> Vec<Vec<String>> {
+    use inferdb_engine::arrow::array::{Array, AsArray};
+    use inferdb_engine::arrow::datatypes::{DataType, Float64Type};
     let mut out = Vec::new();
     for b in &r.batches {
         for i in 0..b.num_rows() {
@@ -983,5 +1000,75 @@ fn the_log_is_truncated_behind_snapshot_and_history_and_a_spec_change_rebuilds_f
     assert_eq!(engine.recovery().rebuilt_rows, None);
     check_against_naive(&engine, &all);
     assert_eq!(merchant_total(&engine, "merchant_n"), all.len() as i64);
+    engine.shutdown();
+}
+
+#[test]
+fn an_entitys_latest_rows_come_from_the_hot_tier_and_equal_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.hot_records_per_entity = 40;
+    let evs = events(3_000, 21);
+    let u = "user_000005";
+    let mut mine: Vec<i64> = evs.iter().filter(|e| e.0 == u).map(|e| e.1).collect();
+    let n = mine.len();
+    mine.sort_unstable();
+    mine.dedup();
+    assert!(n > 100 && mine.len() == n, "the user's times are distinct");
+    let engine = Engine::open(cfg.clone()).unwrap();
+    for (i, chunk) in evs.chunks(100).enumerate() {
+        engine
+            .ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto)
+            .unwrap();
+        if i == 15 {
+            // Half in Parquet files, half in the head.
+            assert!(engine.history_caught_up());
+            engine.history().flush().unwrap();
+        }
+    }
+    let q = |tail: &str| format!("SELECT * FROM transactions WHERE entity_id = '{u}' {tail}");
+    let cases = [
+        (q("ORDER BY ts DESC LIMIT 20"), true, 20),
+        (
+            format!(
+                "SELECT amount, merchant_id AS m FROM transactions \
+                 WHERE '{u}' = entity_id ORDER BY ts DESC LIMIT 5"
+            ),
+            true,
+            5,
+        ),
+        // An entity never seen: nothing was ever pushed out of the tier
+        // but other users' records by the per-user cap, so it is exact.
+        (
+            "SELECT * FROM transactions WHERE entity_id = 'nobody' ORDER BY ts DESC LIMIT 3"
+                .to_string(),
+            true,
+            0,
+        ),
+        // More than the 40 the hot tier keeps per user: the files answer.
+        (q("ORDER BY ts DESC LIMIT 100"), false, 100),
+        (q("AND amount > 100 ORDER BY ts DESC LIMIT 5"), false, 5),
+        (q("ORDER BY ts DESC LIMIT 5 OFFSET 2"), false, 5),
+        (q("ORDER BY ts ASC LIMIT 5"), false, 5),
+        (q("ORDER BY amount DESC LIMIT 5"), false, 5),
+        (
+            format!("SELECT count(*) FROM transactions WHERE entity_id = '{u}'"),
+            false,
+            1,
+        ),
+    ];
+    let check = |engine: &Engine| {
+        for (sql, memory, rows) in &cases {
+            let (fast, from_memory) = engine_rows(engine, sql);
+            assert_eq!(from_memory, *memory, "{sql}");
+            assert_eq!(fast.len(), *rows, "{sql}");
+            same_rows(&fast, &rows_of(engine, sql));
+        }
+    };
+    check(&engine);
+    // The same after a restart (the tier comes back from the snapshot).
+    engine.shutdown();
+    let engine = Engine::open(cfg).unwrap();
+    check(&engine);
     engine.shutdown();
 }

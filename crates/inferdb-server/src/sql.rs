@@ -139,12 +139,10 @@ pub async fn run_query(
             ));
         }
     }
-    let history = engine.history().clone();
     sql_runtime()?
-        .spawn(async move { history.query(&sql, &opts).await })
+        .spawn(async move { engine.query(&sql, &opts).await })
         .await
         .map_err(|e| EngineError::Internal(format!("query task: {e}")))?
-        .map_err(EngineError::from)
 }
 
 #[derive(Deserialize)]
@@ -183,6 +181,10 @@ pub async fn post_sql(
     if r.truncated {
         resp.headers_mut()
             .insert("x-inferdb-truncated", HeaderValue::from_static("true"));
+    }
+    if r.from_memory {
+        resp.headers_mut()
+            .insert("x-inferdb-from-memory", HeaderValue::from_static("true"));
     }
     Ok(resp)
 }
@@ -242,6 +244,7 @@ pub fn decode_arrow(bytes: &[u8]) -> anyhow::Result<QueryResult> {
         schema,
         batches,
         truncated: false,
+        from_memory: false,
     })
 }
 
@@ -253,8 +256,7 @@ pub fn run_cli(args: &SqlArgs) -> anyhow::Result<()> {
     let result = match &args.data_dir {
         Some(dir) => {
             let engine = Engine::open(inferdb_engine::EngineConfig::new(dir))?;
-            let history = engine.history().clone();
-            let r = rt.block_on(history.query(&args.query, &SqlOptions::default()));
+            let r = rt.block_on(engine.query(&args.query, &SqlOptions::default()));
             engine.shutdown();
             r?
         }

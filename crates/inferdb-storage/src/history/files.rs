@@ -26,6 +26,10 @@ use crate::segment::sync_dir;
 /// Rows per row group: small enough that a key lookup reads little, large
 /// enough for good compression.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Rows per data page at most: pages carry their own min/max (the page
+/// index), so one entity's rows in a file sorted by key are found by
+/// decoding a few small pages rather than a whole row group.
+const PAGE_ROWS: usize = 4 * 1024;
 
 fn arrow_err(path: &Path, what: &str, e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt {
@@ -119,6 +123,7 @@ pub(crate) fn write_file(
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(vec![
             SortingColumn {

@@ -29,6 +29,7 @@
 mod cagg;
 mod columns;
 mod files;
+pub mod latest;
 mod manifest;
 pub mod sql;
 
@@ -220,6 +221,9 @@ struct Inner {
     /// Continuous aggregates; taken before `state` by appends, so that a
     /// rebuild (which holds it) sees a head no append is changing.
     caggs: Mutex<cagg::Caggs>,
+    /// Parquet footers and page indexes, kept across queries (files are
+    /// immutable: a rewrite gets a new name).
+    pub(crate) metadata_cache: Arc<sql::MetadataCache>,
 }
 
 /// The history of every table: head plus Parquet files. Cheap to clone.
@@ -311,6 +315,7 @@ impl History {
                     doomed: Vec::new(),
                 }),
                 maint: Mutex::new(()),
+                metadata_cache: sql::metadata_cache(),
                 head_seq: Mutex::new(flushed),
                 head_cv: Condvar::new(),
                 files_scanned: AtomicU64::new(0),
@@ -764,6 +769,20 @@ impl History {
         }
         self.delete_doomed(false);
         Ok(report)
+    }
+
+    /// Whether some partition has reached `compact_files` files (the
+    /// flusher then runs [`History::maintain`] without waiting for its
+    /// interval, so that a query reads few files).
+    pub fn compaction_due(&self) -> bool {
+        let st = self.inner.state.read();
+        let mut counts: BTreeMap<(&str, i64), usize> = BTreeMap::new();
+        for f in &st.manifest.files {
+            *counts.entry((f.table.as_str(), f.partition)).or_default() += 1;
+        }
+        counts
+            .values()
+            .any(|&n| n >= self.inner.opts.compact_files.max(2))
     }
 
     fn replace_manifest(&self, m: Manifest, gone: &[FileMeta]) {

@@ -28,6 +28,8 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -38,8 +40,10 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 
+use super::latest::{LatestRows, latest_rows_pattern, on_rows};
 use super::{History, KeyBound};
 use crate::StorageError;
+use inferdb_types::Value;
 
 /// Bounds of one query.
 #[derive(Debug, Clone)]
@@ -71,6 +75,8 @@ pub struct QueryResult {
     pub batches: Vec<RecordBatch>,
     /// Whether rows past `max_rows` were cut off.
     pub truncated: bool,
+    /// Whether the latest-rows fast path answered from memory.
+    pub from_memory: bool,
 }
 
 impl QueryResult {
@@ -78,6 +84,17 @@ impl QueryResult {
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
     }
+}
+
+/// The cache of Parquet footers and page indexes shared by every query of
+/// a history.
+pub(crate) type MetadataCache = FileMetadataCache;
+
+/// Bytes of Parquet metadata kept across queries.
+const METADATA_CACHE_BYTES: usize = 64 << 20;
+
+pub(crate) fn metadata_cache() -> Arc<MetadataCache> {
+    Arc::new(DefaultCache::new(METADATA_CACHE_BYTES).with_name("inferdb-parquet-metadata"))
 }
 
 fn query_err(e: impl std::fmt::Display) -> StorageError {
@@ -90,12 +107,22 @@ impl History {
     pub fn session(&self, opts: &SqlOptions) -> Result<SessionContext, StorageError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(opts.memory_limit, 1.0)
+            .with_cache_manager(
+                CacheManagerConfig::default()
+                    .with_file_metadata_cache(Some(self.inner.metadata_cache.clone()))
+                    .with_metadata_cache_limit(METADATA_CACHE_BYTES),
+            )
             .build_arc()
             .map_err(query_err)?;
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(2);
-        config.options_mut().execution.time_zone = Some("UTC".to_string());
+        let o = config.options_mut();
+        o.execution.time_zone = Some("UTC".to_string());
+        // Late materialization: decode the filter columns first and the
+        // rest only for matching rows (one entity's rows of a file).
+        o.execution.parquet.pushdown_filters = true;
+        o.execution.parquet.reorder_filters = true;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_udf(ScalarUDF::new_from_impl(TimeBucket::new()));
         for (i, t) in self.tables().enumerate() {
@@ -121,9 +148,35 @@ impl History {
     /// Runs one SQL statement over the history (the head as it is now and
     /// the files) within `opts`' bounds.
     pub async fn query(&self, sql: &str, opts: &SqlOptions) -> Result<QueryResult, StorageError> {
+        self.query_latest(sql, opts, |_| None).await
+    }
+
+    /// Like [`History::query`], but a query for one entity's latest rows
+    /// (see [`super::latest`]) is first offered to `latest`: when it
+    /// returns the entity's latest rows (at least the `limit` newest by
+    /// event time, or all of them), the query runs on those instead of the
+    /// files, and the result says so (`QueryResult::from_memory`).
+    pub async fn query_latest(
+        &self,
+        sql: &str,
+        opts: &SqlOptions,
+        latest: impl FnOnce(&LatestRows) -> Option<Vec<Vec<Value>>> + Send,
+    ) -> Result<QueryResult, StorageError> {
         let ctx = self.session(opts)?;
         let run = async {
-            let df = ctx.sql(sql).await.map_err(query_err)?;
+            let mut plan = ctx
+                .state()
+                .create_logical_plan(sql)
+                .await
+                .map_err(query_err)?;
+            let mut from_memory = false;
+            if let Some(want) = latest_rows_pattern(&plan, self)
+                && let Some(rows) = latest(&want)
+            {
+                plan = on_rows(plan, self, &want, &rows)?;
+                from_memory = true;
+            }
+            let df = ctx.execute_logical_plan(plan).await.map_err(query_err)?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let mut stream = df.execute_stream().await.map_err(query_err)?;
             let mut batches = Vec::new();
@@ -144,6 +197,7 @@ impl History {
                 schema,
                 batches,
                 truncated,
+                from_memory,
             })
         };
         match tokio::time::timeout(opts.timeout, run).await {
@@ -203,8 +257,9 @@ impl TableProvider for HistoryTable {
                 .iter()
                 .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
                 .collect::<DfResult<Vec<_>>>()?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet");
+            let format =
+                ParquetFormat::default().with_options(state.table_options().parquet.clone());
+            let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
                 .with_schema(self.schema.clone());
@@ -246,7 +301,7 @@ fn literal_ms(e: &Expr) -> Option<(i64, i64)> {
     Some((x.div_euclid(per_ms), -(-x).div_euclid(per_ms)))
 }
 
-fn key_literal(e: &Expr) -> Option<KeyBound> {
+pub(crate) fn key_literal(e: &Expr) -> Option<KeyBound> {
     match e {
         Expr::Literal(ScalarValue::Utf8(Some(s)), _)
         | Expr::Literal(ScalarValue::Utf8View(Some(s)), _)
