@@ -3,10 +3,14 @@
 //! encoded form (the bytes of its row in the WAL frame: one allocation,
 //! about a third of the decoded size) and decoded when read.
 //!
-//! Bounded two ways: at most `per_entity` records per entity (older ones are
-//! dropped first), and at most `budget_bytes` per shard in all; past the
-//! budget the shard drops records oldest-arrival-first across its entities
-//! (a FIFO of record ids). Dropped records are still in the log. One shard
+//! Bounded two ways: at most `per_entity` records per entity (the earliest
+//! in event time are dropped first, so a late record does not push out a
+//! newer one: an entity's records are its latest by event time), and at
+//! most `budget_bytes` per shard in all; past the budget the shard drops
+//! records oldest-arrival-first across its entities (a FIFO of record ids).
+//! The shard remembers the latest event time it ever dropped, so that it
+//! can tell when it holds *exactly* an entity's latest records (the SQL
+//! latest-rows path). Dropped records are still in the history. One shard
 //! is owned by the writer thread for changes; readers take its lock briefly.
 
 use crate::state::KeyHasher;
@@ -55,6 +59,43 @@ struct Entity {
     /// The latest event time of the key's records the per-entity cap
     /// pushed out.
     evicted: Option<i64>,
+    /// Whether arrival order is also event-time order (then the front is
+    /// the record with the earliest time).
+    sorted: bool,
+}
+
+impl Entity {
+    fn new(key: Arc<str>, recs: VecDeque<HotRecord>, evicted: Option<i64>) -> Entity {
+        let sorted = recs
+            .iter()
+            .zip(recs.iter().skip(1))
+            .all(|(a, b)| a.ts <= b.ts);
+        Entity {
+            key,
+            recs,
+            evicted,
+            sorted,
+        }
+    }
+
+    /// Removes the record with the earliest (event time, arrival): the
+    /// front while arrival order is time order, else found by a scan (a
+    /// late record is usually the one removed, and order is restored).
+    fn pop_oldest_in_time(&mut self) -> Option<HotRecord> {
+        if self.sorted {
+            return self.recs.pop_front();
+        }
+        let i = self
+            .recs
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, r)| (r.ts, r.rid))
+            .map(|(i, _)| i)?;
+        let old = self.recs.remove(i);
+        let r = &self.recs;
+        self.sorted = r.iter().zip(r.iter().skip(1)).all(|(a, b)| a.ts <= b.ts);
+        old
+    }
 }
 
 /// The serialized form of a shard.
@@ -93,15 +134,14 @@ impl HotShard {
         let entry = self
             .entities
             .entry(h, |e| e.key.as_ref() == key, |e| hasher.hash(&e.key))
-            .or_insert_with(|| Entity {
-                key: Arc::from(key),
-                recs: VecDeque::new(),
-                evicted: None,
-            });
+            .or_insert_with(|| Entity::new(Arc::from(key), VecDeque::new(), None));
         let e = entry.into_mut();
+        if e.recs.back().is_some_and(|b| b.ts > ts) {
+            e.sorted = false;
+        }
         e.recs.push_back(rec);
         while e.recs.len() > per_entity.max(1) {
-            if let Some(old) = e.recs.pop_front() {
+            if let Some(old) = e.pop_oldest_in_time() {
                 self.bytes -= old.size();
                 self.records -= 1;
                 e.evicted = e.evicted.max(Some(old.ts));
@@ -115,14 +155,14 @@ impl HotShard {
             self.evict(&k, h, rid);
         }
         // Ids of records already dropped by the per-entity cap pile up in
-        // the FIFO; compact when they outnumber the live records.
+        // the FIFO; compact when they outnumber the live records. A key's
+        // records are in arrival (rid) order: a binary search finds one.
         if self.fifo.len() > 1024 && self.fifo.len() > 2 * self.records {
             let entities = &self.entities;
             self.fifo.retain(|(k, h, rid)| {
                 entities
                     .find(*h, |e| &e.key == k)
-                    .and_then(|e| e.recs.front())
-                    .is_some_and(|f| f.rid <= *rid)
+                    .is_some_and(|e| e.recs.binary_search_by_key(rid, |r| r.rid).is_ok())
             });
         }
     }
@@ -235,15 +275,11 @@ impl HotShard {
                 shard.records += 1;
                 order.push((r.rid, k.clone(), h));
             }
-            shard.entities.insert_unique(
-                h,
-                Entity {
-                    key: k,
-                    recs: recs.into(),
-                    evicted,
-                },
-                |e| hasher.hash(&e.key),
-            );
+            shard
+                .entities
+                .insert_unique(h, Entity::new(k, recs.into(), evicted), |e| {
+                    hasher.hash(&e.key)
+                });
         }
         order.sort_by_key(|(rid, _, _)| *rid);
         shard.fifo = order.into_iter().map(|(rid, k, h)| (k, h, rid)).collect();
@@ -317,12 +353,19 @@ mod tests {
         // Nothing pushed out: any limit is exact, even past what is held.
         assert_eq!(exact(&s, "a", 10), Some(vec![13, 12, 11, 10]));
         assert_eq!(exact(&s, "b", 3), Some(vec![]));
-        // A late event (ts 5) pushes out ts 10 by the cap of 4.
+        // A late event (ts 5) is the earliest of five: the cap of 4 drops
+        // it, and the 4 latest stay exact.
         push(&mut s, "a", 5, rec(5), 4, usize::MAX);
+        assert_eq!(exact(&s, "a", 4), Some(vec![13, 12, 11, 10]));
         assert_eq!(exact(&s, "a", 3), Some(vec![13, 12, 11]));
-        // The 4 latest stored are 13, 12, 11, 10: 10 is gone, so no answer.
-        assert_eq!(exact(&s, "a", 4), None);
+        // All five were asked for: 5 is gone, so no answer.
         assert_eq!(exact(&s, "a", 10), None);
+        // A late event inside the window stays, the earliest goes.
+        push(&mut s, "a", 12, rec(12), 4, usize::MAX);
+        assert_eq!(exact(&s, "a", 4), Some(vec![13, 12, 12, 11]));
+        push(&mut s, "a", 14, rec(14), 4, usize::MAX);
+        assert_eq!(exact(&s, "a", 4), Some(vec![14, 13, 12, 12]));
+        assert_eq!(exact(&s, "a", 5), None);
         // A budget eviction of another key makes short answers inexact.
         let mut s = HotShard::default();
         let one = rec(1).len() + 40;
@@ -389,6 +432,26 @@ mod tests {
         }
         assert_eq!(s.len(), 10);
         assert!(s.fifo.len() <= 2048, "fifo grew to {}", s.fifo.len());
+        // Every third record late (dropped at once, from the middle of the
+        // arrival order): the FIFO still stays bounded, and the budget
+        // still frees the records that remain.
+        let mut s = HotShard::default();
+        for i in 0..100_000i64 {
+            let ts = if i % 3 == 0 { i - 1_000 } else { i };
+            push(&mut s, "hot", ts, rec(i), 10, usize::MAX);
+        }
+        assert_eq!(s.len(), 10);
+        assert!(s.fifo.len() <= 2048, "fifo grew to {}", s.fifo.len());
+        let latest: Vec<i64> = recent(&s, "hot", 10).iter().map(|r| r.ts).collect();
+        let mut want: Vec<i64> = (0..100_000i64)
+            .map(|i| if i % 3 == 0 { i - 1_000 } else { i })
+            .collect();
+        want.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(latest, want[..10]);
+        let one = rec(1).len() + 40;
+        push(&mut s, "other", 0, rec(1), 10, 5 * one);
+        assert_eq!(s.len(), 5);
+        assert_eq!(s.bytes(), 5 * one);
     }
 
     #[test]
