@@ -15,6 +15,8 @@ const SPEC: &str = include_str!("../../../examples/payments/spec.toml");
 struct Fixture {
     _dir: tempfile::TempDir,
     engine: Engine,
+    /// Answers that carried `x-inferdb-from-memory`.
+    from_memory: std::sync::atomic::AtomicUsize,
 }
 
 fn fixture() -> Fixture {
@@ -27,6 +29,7 @@ fn fixture() -> Fixture {
     Fixture {
         engine: Engine::open(cfg).unwrap(),
         _dir: dir,
+        from_memory: Default::default(),
     }
 }
 
@@ -341,6 +344,10 @@ impl Fixture {
         let resp = router.oneshot(req).await.unwrap();
         let status = resp.status();
         let truncated = resp.headers().get("x-inferdb-truncated").is_some();
+        if resp.headers().get("x-inferdb-from-memory").is_some() {
+            self.from_memory
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         (status, truncated, bytes.to_vec())
     }
@@ -406,6 +413,27 @@ async fn sql_answers_json_csv_and_arrow_and_refuses_bad_queries() {
     let r = inferdb_server::sql::decode_arrow(&b).unwrap();
     assert_eq!(r.num_rows(), 3);
     assert_eq!(r.schema.field(1).name(), "amount");
+    // One user's latest rows: from the hot tier (said by a header), the
+    // same rows as the files give.
+    let latest = "SELECT entity_id, amount, ts FROM transactions WHERE entity_id = 'user_1' \
+             ORDER BY ts DESC LIMIT 5";
+    let (s, _, memory) = f
+        .raw("/v1/sql", "text/plain", "text/csv", latest, 100)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(f.from_memory.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let on_files = latest.replace("ORDER", "AND ts IS NOT NULL ORDER");
+    let (s, _, files) = f
+        .raw("/v1/sql", "text/plain", "text/csv", &on_files, 100)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(f.from_memory.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let memory = String::from_utf8(memory).unwrap();
+    assert_eq!(
+        memory,
+        "entity_id,amount,ts\nuser_1,1.0,2026-01-01T00:06:00Z\nuser_1,10.5,2026-01-01T00:01:00Z\n"
+    );
+    assert_eq!(String::from_utf8(files).unwrap(), memory);
     // Dead letters are a table too.
     let (s, v) = f
         .post(
