@@ -713,6 +713,27 @@ impl Engine {
         }
     }
 
+    /// Like [`Engine::record_by_id`], but a record no longer in the hot
+    /// tier is looked up in the history (its Parquet files carry a bloom
+    /// filter on the id column, so most row groups are skipped unread).
+    pub async fn find_record_by_id(
+        &self,
+        stream: &str,
+        id: &str,
+        opts: &SqlOptions,
+    ) -> Result<Option<serde_json::Value>, EngineError> {
+        if let Some(r) = self.record_by_id(stream, id)? {
+            return Ok(Some(r));
+        }
+        let si = self.stream_index(stream)?;
+        let s = &self.inner.catalog.streams[si];
+        let Some(col) = s.id_field else {
+            return Ok(None);
+        };
+        let row = self.inner.history.find_row(si, col, id, opts).await?;
+        Ok(row.map(|r| row_to_json(s, &r)))
+    }
+
     /// The most recent dead letters of a stream, newest first.
     pub fn dead_letters(&self, stream: &str, limit: usize) -> Result<Vec<DeadLetter>, EngineError> {
         let si = self.stream_index(stream)?;

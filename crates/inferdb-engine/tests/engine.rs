@@ -1072,3 +1072,80 @@ fn an_entitys_latest_rows_come_from_the_hot_tier_and_equal_the_files() {
     check(&engine);
     engine.shutdown();
 }
+
+#[test]
+fn an_inference_record_that_left_the_hot_tier_is_found_in_the_history() {
+    use inferdb_engine::parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    // A hot tier of a few records per shard: most ids leave it at once.
+    cfg.hot_tier_bytes = 8 * 1024;
+    let t0 = 1_767_225_600_000i64;
+    let engine = Engine::open(cfg).unwrap();
+    let stream = inferdb_types::INFERENCE_STREAM;
+    for chunk in 0..10 {
+        let rows = (chunk * 30..chunk * 30 + 30)
+            .map(|i| inference_row(i, t0 + i as i64))
+            .collect();
+        engine
+            .submit_rows(stream, rows)
+            .unwrap()
+            .wait_blocking()
+            .unwrap();
+        if chunk == 6 {
+            // Ids 0..210 in a Parquet file, the rest in the head.
+            assert!(engine.history_caught_up());
+            engine.history().flush().unwrap();
+        }
+    }
+    assert!(engine.history_caught_up());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let find = |id: &str| {
+        rt.block_on(engine.find_record_by_id(stream, id, &Default::default()))
+            .unwrap()
+    };
+    let mut from_history = 0;
+    for i in [0usize, 1, 77, 209, 210, 250, 299] {
+        let id = format!("inf-{i:04}");
+        if engine.record_by_id(stream, &id).unwrap().is_none() {
+            from_history += 1;
+        }
+        let r = find(&id).unwrap_or_else(|| panic!("{id} not found"));
+        assert_eq!(r["inference_id"], id);
+        assert_eq!(r["entity_id"], format!("user_{:02}", i % 3));
+        assert_eq!(r["features"], format!("{{\"amount\":{i}}}"));
+        assert_eq!(r["confidence"], 0.75);
+    }
+    assert!(
+        from_history >= 5,
+        "only {from_history} lookups left the hot tier"
+    );
+    assert!(find("inf-9999").is_none());
+    assert!(find("").is_none());
+    assert!(find("x' OR '1'='1").is_none());
+    // The id column of the file carries a bloom filter.
+    let part = std::fs::read_dir(dir.path().join("history").join(stream))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let file = std::fs::read_dir(part)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let reader = SerializedFileReader::new(std::fs::File::open(file).unwrap()).unwrap();
+    let rg = reader.metadata().row_group(0);
+    let id_col = (0..rg.num_columns())
+        .find(|&c| rg.column(c).column_path().string() == "inference_id")
+        .unwrap();
+    assert!(rg.column(id_col).bloom_filter_offset().is_some());
+    let other = if id_col == 0 { 1 } else { 0 };
+    assert!(rg.column(other).bloom_filter_offset().is_none());
+    engine.shutdown();
+}

@@ -270,13 +270,22 @@ pub async fn infer(
     .into_response())
 }
 
-/// `GET /v1/inferences/{id}`: the inference record, while it is in the hot
-/// tier.
+/// `GET /v1/inferences/{id}`: the inference record, from the hot tier or,
+/// once it left it, from the history.
 pub async fn get_inference(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<JsonValue>> {
-    match s.engine.record_by_id(INFERENCE_STREAM, &id)? {
+    let (engine, opts, key) = (s.engine.clone(), s.sql.clone(), id.clone());
+    let found = crate::sql::sql_runtime()?
+        .spawn(async move {
+            engine
+                .find_record_by_id(INFERENCE_STREAM, &key, &opts)
+                .await
+        })
+        .await
+        .map_err(|e| inferdb_engine::EngineError::Internal(format!("lookup task: {e}")))??;
+    match found {
         Some(mut r) => {
             // Stored as JSON text; answer them as JSON.
             for field in ["features", "predictions"] {
@@ -290,7 +299,7 @@ pub async fn get_inference(
         }
         None => Err(ApiError::with_status(
             StatusCode::NOT_FOUND,
-            format!("no inference record {id} in the hot tier"),
+            format!("no inference record {id}"),
         )),
     }
 }

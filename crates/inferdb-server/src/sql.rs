@@ -108,7 +108,7 @@ pub fn encode(
     Ok(out)
 }
 
-fn sql_runtime() -> Result<&'static tokio::runtime::Runtime, EngineError> {
+pub(crate) fn sql_runtime() -> Result<&'static tokio::runtime::Runtime, EngineError> {
     static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()

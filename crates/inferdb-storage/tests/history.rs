@@ -28,6 +28,7 @@ fn table() -> TableDef {
         ],
         key: 1,
         time: 2,
+        id: Some(0),
         chunk_ms: DAY,
         retention_ms: None,
         compress_after_ms: None,

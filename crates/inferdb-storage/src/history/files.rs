@@ -17,6 +17,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::metadata::SortingColumn;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
 
 use super::manifest::{FileMeta, KeyBound};
 use super::{FailPoint, failpoint};
@@ -104,6 +105,8 @@ pub(crate) struct NewFile<'a> {
     pub name: String,
     pub key: usize,
     pub time: usize,
+    /// A unique-id column, given a bloom filter.
+    pub id: Option<usize>,
     pub zstd_level: i32,
 }
 
@@ -136,8 +139,19 @@ pub(crate) fn write_file(
                 descending: false,
                 nulls_first: true,
             },
-        ]))
-        .build();
+        ]));
+    let props = match f.id.and_then(|i| sorted.schema().fields().get(i).cloned()) {
+        // Sized for a row group of distinct ids at 1 % false positives.
+        Some(field) => {
+            let path = ColumnPath::from(field.name().as_str());
+            props
+                .set_column_bloom_filter_enabled(path.clone(), true)
+                .set_column_bloom_filter_ndv(path.clone(), ROW_GROUP_ROWS as u64)
+                .set_column_bloom_filter_fpp(path, 0.01)
+        }
+        None => props,
+    }
+    .build();
     let file = File::create(&tmp).map_err(|e| StorageError::io("create history file", &tmp, e))?;
     let mut w = ArrowWriter::try_new(file, sorted.schema(), Some(props))
         .map_err(|e| arrow_err(&tmp, "parquet writer", e))?;

@@ -135,6 +135,9 @@ pub struct TableDef {
     pub key: usize,
     /// Index of the event-time column.
     pub time: usize,
+    /// Index of a column holding a unique id (`inference_id`): its values
+    /// get a Parquet bloom filter, so a lookup by id skips row groups.
+    pub id: Option<usize>,
     /// Partition span (ms).
     pub chunk_ms: i64,
     /// Retention (ms).
@@ -151,6 +154,7 @@ impl TableDef {
             columns: s.fields.iter().map(|f| (f.name.clone(), f.ty)).collect(),
             key: s.key,
             time: s.time,
+            id: s.id_field,
             chunk_ms: s.chunk_ms,
             retention_ms: s.retention_ms,
             compress_after_ms: s.compress_after_ms,
@@ -173,6 +177,7 @@ impl TableDef {
             ],
             key: 0,
             time: 1,
+            id: None,
             chunk_ms: 86_400_000,
             retention_ms: None,
             compress_after_ms: None,
@@ -547,6 +552,7 @@ impl History {
                         name,
                         key: table.def.key,
                         time: table.def.time,
+                        id: table.def.id,
                         zstd_level: self.inner.opts.zstd_level,
                     },
                 );
@@ -653,6 +659,7 @@ impl History {
                             name,
                             key: table.def.key,
                             time: table.def.time,
+                            id: table.def.id,
                             zstd_level: f.zstd_level,
                         },
                     )?;
@@ -752,6 +759,7 @@ impl History {
                         name,
                         key: table.def.key,
                         time: table.def.time,
+                        id: table.def.id,
                         zstd_level: level,
                     },
                 )?;

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, IntervalUnit, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::TableReference;
 use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -37,7 +38,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{SessionConfig, SessionContext, ident, lit};
 use futures::StreamExt;
 
 use super::latest::{LatestRows, latest_rows_pattern, on_rows};
@@ -204,6 +205,46 @@ impl History {
             Ok(r) => r,
             Err(_) => Err(StorageError::QueryTimeout(opts.timeout)),
         }
+    }
+}
+
+impl History {
+    /// The first row of table `t` whose column `col` equals `value` (a
+    /// lookup by unique id), as values in column order, or `None`. Files
+    /// and row groups whose statistics or bloom filter rule the value out
+    /// are not read. Bounded like a query by `opts`.
+    pub async fn find_row(
+        &self,
+        t: usize,
+        col: usize,
+        value: &str,
+        opts: &SqlOptions,
+    ) -> Result<Option<Vec<Value>>, StorageError> {
+        let Some((_, def)) = self.table_schema(t) else {
+            return Ok(None);
+        };
+        let Some((column, _)) = def.columns.get(col) else {
+            return Ok(None);
+        };
+        let ctx = self.session(opts)?;
+        let run = async {
+            ctx.table(TableReference::bare(def.name.as_str()))
+                .await?
+                .filter(ident(column.as_str()).eq(lit(value)))?
+                .limit(0, Some(1))?
+                .collect()
+                .await
+        };
+        let batches = match tokio::time::timeout(opts.timeout, run).await {
+            Ok(r) => r.map_err(query_err)?,
+            Err(_) => return Err(StorageError::QueryTimeout(opts.timeout)),
+        };
+        Ok(batches.iter().find(|b| b.num_rows() > 0).map(|b| {
+            b.columns()
+                .iter()
+                .map(|a| super::cagg::value_at(a, 0))
+                .collect()
+        }))
     }
 }
 
