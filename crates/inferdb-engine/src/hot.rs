@@ -42,7 +42,8 @@ impl HotRecord {
 pub struct HotShard {
     hasher: KeyHasher,
     entities: HashTable<Entity>,
-    fifo: VecDeque<(Arc<str>, u64, u64)>,
+    /// Every record in arrival order: (key, key hash, rid, event time).
+    fifo: VecDeque<(Arc<str>, u64, u64, i64)>,
     next_rid: u64,
     bytes: usize,
     records: usize,
@@ -51,7 +52,9 @@ pub struct HotShard {
     budget_evicted: Option<i64>,
 }
 
-/// One key's records, in arrival order.
+/// One key's records, sorted by (event time, arrival): the front is the
+/// earliest, the back the latest. An in-order record is a push at the
+/// back; a late one is inserted where it belongs.
 #[derive(Debug)]
 struct Entity {
     key: Arc<str>,
@@ -59,42 +62,22 @@ struct Entity {
     /// The latest event time of the key's records the per-entity cap
     /// pushed out.
     evicted: Option<i64>,
-    /// Whether arrival order is also event-time order (then the front is
-    /// the record with the earliest time).
-    sorted: bool,
 }
 
 impl Entity {
-    fn new(key: Arc<str>, recs: VecDeque<HotRecord>, evicted: Option<i64>) -> Entity {
-        let sorted = recs
-            .iter()
-            .zip(recs.iter().skip(1))
-            .all(|(a, b)| a.ts <= b.ts);
+    fn new(key: Arc<str>, recs: Vec<HotRecord>, evicted: Option<i64>) -> Entity {
+        let mut recs = recs;
+        recs.sort_by_key(|r| (r.ts, r.rid));
         Entity {
             key,
-            recs,
+            recs: recs.into(),
             evicted,
-            sorted,
         }
     }
 
-    /// Removes the record with the earliest (event time, arrival): the
-    /// front while arrival order is time order, else found by a scan (a
-    /// late record is usually the one removed, and order is restored).
-    fn pop_oldest_in_time(&mut self) -> Option<HotRecord> {
-        if self.sorted {
-            return self.recs.pop_front();
-        }
-        let i = self
-            .recs
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, r)| (r.ts, r.rid))
-            .map(|(i, _)| i)?;
-        let old = self.recs.remove(i);
-        let r = &self.recs;
-        self.sorted = r.iter().zip(r.iter().skip(1)).all(|(a, b)| a.ts <= b.ts);
-        old
+    /// Where the record (ts, rid) is, or would be.
+    fn position(&self, ts: i64, rid: u64) -> usize {
+        self.recs.partition_point(|r| (r.ts, r.rid) < (ts, rid))
     }
 }
 
@@ -134,52 +117,59 @@ impl HotShard {
         let entry = self
             .entities
             .entry(h, |e| e.key.as_ref() == key, |e| hasher.hash(&e.key))
-            .or_insert_with(|| Entity::new(Arc::from(key), VecDeque::new(), None));
+            .or_insert_with(|| Entity::new(Arc::from(key), Vec::new(), None));
         let e = entry.into_mut();
-        if e.recs.back().is_some_and(|b| b.ts > ts) {
-            e.sorted = false;
+        // rid is the largest yet: only the time decides the place.
+        if e.recs.back().is_none_or(|b| b.ts <= ts) {
+            e.recs.push_back(rec);
+        } else {
+            let i = e.recs.partition_point(|r| r.ts <= ts);
+            e.recs.insert(i, rec);
         }
-        e.recs.push_back(rec);
         while e.recs.len() > per_entity.max(1) {
-            if let Some(old) = e.pop_oldest_in_time() {
+            if let Some(old) = e.recs.pop_front() {
                 self.bytes -= old.size();
                 self.records -= 1;
                 e.evicted = e.evicted.max(Some(old.ts));
             }
         }
-        self.fifo.push_back((e.key.clone(), h, rid));
+        self.fifo.push_back((e.key.clone(), h, rid, ts));
         while self.bytes > budget {
-            let Some((k, h, rid)) = self.fifo.pop_front() else {
+            let Some((k, h, rid, ts)) = self.fifo.pop_front() else {
                 break;
             };
-            self.evict(&k, h, rid);
+            self.evict(&k, h, rid, ts);
         }
         // Ids of records already dropped by the per-entity cap pile up in
-        // the FIFO; compact when they outnumber the live records. A key's
-        // records are in arrival (rid) order: a binary search finds one.
+        // the FIFO; compact when they outnumber the live records.
         if self.fifo.len() > 1024 && self.fifo.len() > 2 * self.records {
             let entities = &self.entities;
-            self.fifo.retain(|(k, h, rid)| {
-                entities
-                    .find(*h, |e| &e.key == k)
-                    .is_some_and(|e| e.recs.binary_search_by_key(rid, |r| r.rid).is_ok())
+            self.fifo.retain(|(k, h, rid, ts)| {
+                entities.find(*h, |e| &e.key == k).is_some_and(|e| {
+                    e.recs
+                        .get(e.position(*ts, *rid))
+                        .is_some_and(|r| r.rid == *rid)
+                })
             });
         }
     }
 
-    fn evict(&mut self, key: &Arc<str>, h: u64, rid: u64) {
+    /// Drops the record (ts, rid) of `key` if it is still held (the budget).
+    fn evict(&mut self, key: &Arc<str>, h: u64, rid: u64, ts: i64) {
         let Ok(mut entry) = self.entities.find_entry(h, |e| &e.key == key) else {
             return;
         };
-        if entry.get().recs.front().is_some_and(|f| f.rid == rid) {
-            if let Some(old) = entry.get_mut().recs.pop_front() {
-                self.bytes -= old.size();
-                self.records -= 1;
-                self.budget_evicted = self.budget_evicted.max(Some(old.ts));
-            }
-            if entry.get().recs.is_empty() {
-                entry.remove();
-            }
+        let e = entry.get_mut();
+        let i = e.position(ts, rid);
+        if e.recs.get(i).is_some_and(|r| r.rid == rid)
+            && let Some(old) = e.recs.remove(i)
+        {
+            self.bytes -= old.size();
+            self.records -= 1;
+            self.budget_evicted = self.budget_evicted.max(Some(old.ts));
+        }
+        if entry.get().recs.is_empty() {
+            entry.remove();
         }
     }
 
@@ -217,9 +207,7 @@ impl HotShard {
         let Some(e) = self.entities.find(h, |e| e.key.as_ref() == key) else {
             return Vec::new();
         };
-        let mut v: Vec<&HotRecord> = e.recs.iter().collect();
-        v.sort_by_key(|r| std::cmp::Reverse((r.ts, r.rid)));
-        v.into_iter().take(limit).cloned().collect()
+        e.recs.iter().rev().take(limit).cloned().collect()
     }
 
     /// The `limit` records of `key` with the latest event times, newest
@@ -266,23 +254,24 @@ impl HotShard {
             budget_evicted: s.budget_evicted,
             ..HotShard::new(hasher.clone())
         };
-        let mut order: Vec<(u64, Arc<str>, u64)> = Vec::new();
+        let mut order: Vec<(u64, Arc<str>, u64, i64)> = Vec::new();
         for (k, recs, evicted) in s.entities {
             let k: Arc<str> = Arc::from(k.as_str());
             let h = hasher.hash(&k);
             for r in &recs {
                 shard.bytes += r.size();
                 shard.records += 1;
-                order.push((r.rid, k.clone(), h));
+                order.push((r.rid, k.clone(), h, r.ts));
             }
             shard
                 .entities
-                .insert_unique(h, Entity::new(k, recs.into(), evicted), |e| {
-                    hasher.hash(&e.key)
-                });
+                .insert_unique(h, Entity::new(k, recs, evicted), |e| hasher.hash(&e.key));
         }
-        order.sort_by_key(|(rid, _, _)| *rid);
-        shard.fifo = order.into_iter().map(|(rid, k, h)| (k, h, rid)).collect();
+        order.sort_by_key(|(rid, ..)| *rid);
+        shard.fifo = order
+            .into_iter()
+            .map(|(rid, k, h, ts)| (k, h, rid, ts))
+            .collect();
         shard
     }
 

@@ -146,7 +146,7 @@ pub(crate) fn write_file(
             let path = ColumnPath::from(field.name().as_str());
             props
                 .set_column_bloom_filter_enabled(path.clone(), true)
-                .set_column_bloom_filter_ndv(path.clone(), ROW_GROUP_ROWS as u64)
+                .set_column_bloom_filter_max_ndv(path.clone(), ROW_GROUP_ROWS as u64)
                 .set_column_bloom_filter_fpp(path, 0.01)
         }
         None => props,
