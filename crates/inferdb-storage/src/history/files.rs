@@ -100,13 +100,10 @@ fn time_bounds(batch: &RecordBatch, time: usize) -> (i64, i64) {
 
 /// What a new file is.
 pub(crate) struct NewFile<'a> {
-    pub table: &'a str,
+    /// The table it belongs to (name, key, time and id columns).
+    pub def: &'a super::TableDef,
     pub partition: i64,
     pub name: String,
-    pub key: usize,
-    pub time: usize,
-    /// A unique-id column, given a bloom filter.
-    pub id: Option<usize>,
     pub zstd_level: i32,
 }
 
@@ -117,7 +114,7 @@ pub(crate) fn write_file(
     sorted: &RecordBatch,
     f: NewFile<'_>,
 ) -> Result<FileMeta, StorageError> {
-    let part_dir = dir.join(f.table).join(f.partition.to_string());
+    let part_dir = dir.join(&f.def.name).join(f.partition.to_string());
     fs::create_dir_all(&part_dir)
         .map_err(|e| StorageError::io("create history partition", &part_dir, e))?;
     let path = part_dir.join(&f.name);
@@ -130,17 +127,21 @@ pub(crate) fn write_file(
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(vec![
             SortingColumn {
-                column_idx: f.key as i32,
+                column_idx: f.def.key as i32,
                 descending: false,
                 nulls_first: true,
             },
             SortingColumn {
-                column_idx: f.time as i32,
+                column_idx: f.def.time as i32,
                 descending: false,
                 nulls_first: true,
             },
         ]));
-    let props = match f.id.and_then(|i| sorted.schema().fields().get(i).cloned()) {
+    let props = match f
+        .def
+        .id
+        .and_then(|i| sorted.schema().fields().get(i).cloned())
+    {
         // Sized for a row group of distinct ids at 1 % false positives.
         Some(field) => {
             let path = ColumnPath::from(field.name().as_str());
@@ -170,10 +171,10 @@ pub(crate) fn write_file(
     failpoint(FailPoint::DataWritten)?;
     fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename history file", &tmp, e))?;
     sync_dir(&part_dir)?;
-    let (min_ts, max_ts) = time_bounds(sorted, f.time);
-    let (min_key, max_key) = key_bounds(sorted, f.key);
+    let (min_ts, max_ts) = time_bounds(sorted, f.def.time);
+    let (min_key, max_key) = key_bounds(sorted, f.def.key);
     Ok(FileMeta {
-        table: f.table.to_string(),
+        table: f.def.name.clone(),
         partition: f.partition,
         name: f.name,
         rows: sorted.num_rows() as u64,

@@ -547,12 +547,9 @@ impl History {
                     dir,
                     &sorted,
                     NewFile {
-                        table: &table.def.name,
+                        def: &table.def,
                         partition,
                         name,
-                        key: table.def.key,
-                        time: table.def.time,
-                        id: table.def.id,
                         zstd_level: self.inner.opts.zstd_level,
                     },
                 );
@@ -654,12 +651,9 @@ impl History {
                         &dir,
                         &sorted,
                         NewFile {
-                            table: &table.def.name,
+                            def: &table.def,
                             partition: f.partition,
                             name,
-                            key: table.def.key,
-                            time: table.def.time,
-                            id: table.def.id,
                             zstd_level: f.zstd_level,
                         },
                     )?;
@@ -754,12 +748,9 @@ impl History {
                     &dir,
                     &sorted,
                     NewFile {
-                        table: &table.def.name,
+                        def: &table.def,
                         partition: p,
                         name,
-                        key: table.def.key,
-                        time: table.def.time,
-                        id: table.def.id,
                         zstd_level: level,
                     },
                 )?;
