@@ -284,16 +284,13 @@ impl Engine {
         // online state is rebuilt from the history once the head holds the
         // log's frames; until then frames go to the history only.
         let rebuild = snapshot_seq.is_none() && first_seq > 1;
-        // Frames after the snapshot go to online state; frames after the
-        // last history flush go to the history head.
-        let snap = if rebuild {
-            u64::MAX
-        } else {
-            snapshot_seq.unwrap_or(0)
-        };
-        let from = snap.min(history.flushed_seq()) + 1;
+        // Frames after `to_state` go to online state (none when it is
+        // rebuilt); frames after the last history flush to the history head.
+        let to_state = (!rebuild).then(|| snapshot_seq.unwrap_or(0));
+        let applies = |seq: u64| to_state.is_some_and(|s| seq > s);
+        let from = to_state.map_or(history.flushed_seq(), |s| s.min(history.flushed_seq())) + 1;
         let mut replayed = 0u64;
-        let mut last = 0;
+        let mut last = to_state.unwrap_or(first_seq.saturating_sub(1));
         for f in WalReader::open(&wal_dir, from)? {
             let f = f?;
             if f.kind == frame::KIND_BATCH {
@@ -305,12 +302,12 @@ impl Engine {
                     )));
                 };
                 history::append(&history, dead_table, f.seq, si, &b);
-                if f.seq > snap {
+                if applies(f.seq) {
                     state.apply(&catalog, si, &mut b);
                 }
             } else if f.kind == frame::KIND_ERASE {
                 let key = String::from_utf8_lossy(&f.payload).into_owned();
-                if f.seq > snap {
+                if applies(f.seq) {
                     state.erase(&catalog, &key);
                 }
                 if f.seq > history.flushed_seq() {
@@ -319,20 +316,15 @@ impl Engine {
             } else {
                 history.append(f.seq, &[]);
             }
-            if f.seq > snap {
+            if applies(f.seq) {
                 replayed += 1;
             }
             last = last.max(f.seq);
         }
-        let mut rebuilt_rows = None;
-        if rebuild {
-            rebuilt_rows = Some(rebuild::from_history(&catalog, &state, &history)?);
-            last = last.max(first_seq - 1);
-        }
-        let last = if snap == u64::MAX {
-            last
+        let rebuilt_rows = if rebuild {
+            Some(rebuild::from_history(&catalog, &state, &history)?)
         } else {
-            last.max(snap)
+            None
         };
         let recovery = RecoveryInfo {
             snapshot_seq,
