@@ -863,15 +863,26 @@ impl Engine {
     /// tier holds exactly its `n` latest (`QueryResult::from_memory`).
     pub async fn query(&self, sql: &str, opts: &SqlOptions) -> Result<QueryResult, EngineError> {
         let state = self.inner.state.clone();
-        let streams = self.inner.catalog.streams.len();
+        let retention: Vec<Option<i64>> = self
+            .inner
+            .catalog
+            .streams
+            .iter()
+            .map(|s| s.retention_ms)
+            .collect();
         self.inner
             .history
             .query_latest(sql, opts, move |want| {
                 // History tables are the streams, in order, then the rest.
-                if want.table >= streams {
+                let keep = retention.get(want.table)?;
+                let recs = state.recent_exact(want.table, &want.key, want.limit)?;
+                // Rows that retention may have dropped from the files are
+                // left to the files to answer.
+                if let (Some(keep), Some(oldest)) = (keep, recs.last())
+                    && oldest.ts < inferdb_types::Timestamp::now().millis() - keep
+                {
                     return None;
                 }
-                let recs = state.recent_exact(want.table, &want.key, want.limit)?;
                 recs.iter()
                     .map(|r| inferdb_types::codec::Decoder::new(&r.bytes).row().ok())
                     .collect()

@@ -1071,6 +1071,28 @@ fn an_entitys_latest_rows_come_from_the_hot_tier_and_equal_the_files() {
     let engine = Engine::open(cfg).unwrap();
     check(&engine);
     engine.shutdown();
+
+    // Under a retention older than the rows (events of 2026-01-01), the
+    // files answer: retention may have dropped what the hot tier holds.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    let spec = SPEC.replacen(
+        "lateness = \"5s\"",
+        "lateness = \"5s\"\nretention = \"7d\"",
+        1,
+    );
+    cfg.spec = Some(Catalog::from_toml(&spec).unwrap().spec);
+    let engine = Engine::open(cfg).unwrap();
+    engine
+        .ingest_blocking(
+            "transactions",
+            ndjson(&evs[..200]).as_bytes(),
+            BodyFormat::Auto,
+        )
+        .unwrap();
+    let (_, from_memory) = engine_rows(&engine, &cases[0].0);
+    assert!(!from_memory);
+    engine.shutdown();
 }
 
 #[test]
