@@ -633,16 +633,8 @@ fn continuous_aggregates_equal_the_same_query_over_raw_history() {
     // Out of order by up to 4 s, some beyond the lateness: all are counted.
     let evs = events(4000, 3);
     let engine = Engine::open(cfg.clone()).unwrap();
-    for (i, chunk) in evs.chunks(400).enumerate() {
-        engine
-            .ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto)
-            .unwrap();
-        if i == 4 {
-            // Besides the background flusher, flush here for certain.
-            assert!(engine.history_caught_up());
-            engine.history().flush().unwrap();
-        }
-    }
+    // Besides the background flusher, flush here for certain.
+    ingest_flushing_after(&engine, &evs, 400, 4);
     let raw_5m = "SELECT time_bucket(INTERVAL '5 minutes', ts) AS bucket, category, count(*), \
                   sum(amount), avg(amount), max(amount) FROM transactions \
                   GROUP BY bucket, category ORDER BY bucket, category";
@@ -893,6 +885,25 @@ fn an_erased_entity_is_gone_from_everything_and_stays_gone_after_restart() {
     engine.shutdown();
 }
 
+/// Ingests `evs` in bodies of `chunk` events and flushes the history once,
+/// after body number `flush_after` (from 0).
+fn ingest_flushing_after(
+    engine: &Engine,
+    evs: &[(String, i64, f64, String)],
+    chunk: usize,
+    flush_after: usize,
+) {
+    for (i, body) in evs.chunks(chunk).enumerate() {
+        engine
+            .ingest_blocking("transactions", ndjson(body).as_bytes(), BodyFormat::Auto)
+            .unwrap();
+        if i == flush_after {
+            assert!(engine.history_caught_up());
+            engine.history().flush().unwrap();
+        }
+    }
+}
+
 fn wal_segments(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join("wal"))
         .unwrap()
@@ -1016,16 +1027,8 @@ fn an_entitys_latest_rows_come_from_the_hot_tier_and_equal_the_files() {
     mine.dedup();
     assert!(n > 100 && mine.len() == n, "the user's times are distinct");
     let engine = Engine::open(cfg.clone()).unwrap();
-    for (i, chunk) in evs.chunks(100).enumerate() {
-        engine
-            .ingest_blocking("transactions", ndjson(chunk).as_bytes(), BodyFormat::Auto)
-            .unwrap();
-        if i == 15 {
-            // Half in Parquet files, half in the head.
-            assert!(engine.history_caught_up());
-            engine.history().flush().unwrap();
-        }
-    }
+    // Half in Parquet files, half in the head.
+    ingest_flushing_after(&engine, &evs, 100, 15);
     let q = |tail: &str| format!("SELECT * FROM transactions WHERE entity_id = '{u}' {tail}");
     let cases = [
         (q("ORDER BY ts DESC LIMIT 20"), true, 20),

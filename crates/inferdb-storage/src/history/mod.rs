@@ -944,19 +944,17 @@ impl History {
         };
         let (files, head) = self.scan_set(t, None, None, None);
         let mut parts: BTreeMap<i64, (Vec<PathBuf>, Vec<RecordBatch>)> = BTreeMap::new();
-        {
-            let st = self.inner.state.read();
-            for m in st
-                .manifest
-                .files
-                .iter()
-                .filter(|m| m.table == table.def.name)
-            {
-                let path = self.inner.opts.dir.join(m.rel_path());
-                if files.contains(&path) {
-                    parts.entry(m.partition).or_default().0.push(path);
-                }
-            }
+        for path in files {
+            // `<table>/<partition start>/<name>.parquet`
+            let partition = path
+                .parent()
+                .and_then(|d| d.file_name())
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    corrupt(&path, "history file outside a partition", "no partition")
+                })?;
+            parts.entry(partition).or_default().0.push(path);
         }
         for (p, batches) in split_partitions(table, &head)? {
             parts.entry(p).or_default().1.extend(batches);
