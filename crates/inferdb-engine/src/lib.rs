@@ -37,6 +37,7 @@ pub use writer::BatchAck;
 use crate::state::{NO_WATERMARK, OnlineState, StateLimits};
 use crate::writer::{Command, PendingBatch, Writer};
 use crossbeam_channel::Sender;
+use inferdb_storage::history::latest::{EncodedRow, LatestRows};
 use inferdb_storage::history::{HistoryOptions, TableDef};
 use inferdb_storage::{Wal, WalOptions, WalReader, read_latest_snapshot};
 use inferdb_types::{Catalog, Spec, Timestamp, Value};
@@ -862,33 +863,48 @@ impl Engine {
     /// tier's records of that entity instead of the files when the hot
     /// tier holds exactly its `n` latest (`QueryResult::from_memory`).
     pub async fn query(&self, sql: &str, opts: &SqlOptions) -> Result<QueryResult, EngineError> {
-        let state = self.inner.state.clone();
-        let retention: Vec<Option<i64>> = self
-            .inner
-            .catalog
-            .streams
-            .iter()
-            .map(|s| s.retention_ms)
-            .collect();
+        let me = self.clone();
         self.inner
             .history
-            .query_latest(sql, opts, move |want| {
-                // History tables are the streams, in order, then the rest.
-                let keep = retention.get(want.table)?;
-                let recs = state.recent_exact(want.table, &want.key, want.limit)?;
-                // Rows that retention may have dropped from the files are
-                // left to the files to answer.
-                if let (Some(keep), Some(oldest)) = (keep, recs.last())
-                    && oldest.ts < inferdb_types::Timestamp::now().millis() - keep
-                {
-                    return None;
-                }
-                recs.iter()
-                    .map(|r| inferdb_types::codec::Decoder::new(&r.bytes).row().ok())
-                    .collect()
-            })
+            .query_latest(sql, opts, move |want| me.latest_rows(want))
             .await
             .map_err(EngineError::from)
+    }
+
+    /// Answers `sql` at once, from the hot tier and without planning it,
+    /// when it is an entity's-latest-rows query of a shape planned before
+    /// (see `inferdb_storage::history::latest`) and the hot tier holds
+    /// those rows exactly; `None` otherwise: run [`Engine::query`].
+    pub fn query_from_memory(
+        &self,
+        sql: &str,
+        opts: &SqlOptions,
+    ) -> Option<Result<QueryResult, EngineError>> {
+        let r = self
+            .inner
+            .history
+            .query_prepared(sql, opts, |want| self.latest_rows(want))?;
+        Some(r.map_err(EngineError::from))
+    }
+
+    /// The entity's latest stored rows, newest first, when the hot tier
+    /// can vouch for them (see `HotShard::recent_exact`) and the stream's
+    /// retention cannot have dropped them from the files.
+    fn latest_rows(&self, want: &LatestRows) -> Option<Vec<EncodedRow>> {
+        // History tables are the streams, in order, then the rest.
+        let keep = self.inner.catalog.streams.get(want.table)?.retention_ms;
+        let recs = self
+            .inner
+            .state
+            .recent_exact(want.table, &want.key, want.limit)?;
+        // Rows that retention may have dropped from the files are left to
+        // the files to answer.
+        if let (Some(keep), Some(oldest)) = (keep, recs.last())
+            && oldest.ts < inferdb_types::Timestamp::now().millis() - keep
+        {
+            return None;
+        }
+        Some(recs.into_iter().map(|r| r.bytes).collect())
     }
 
     /// Waits (blocking, up to 10 s) until the history holds every batch

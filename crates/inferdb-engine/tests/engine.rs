@@ -1060,13 +1060,32 @@ fn an_entitys_latest_rows_come_from_the_hot_tier_and_equal_the_files() {
             1,
         ),
     ];
+    let other = "user_000007";
     let check = |engine: &Engine| {
         for (sql, memory, rows) in &cases {
+            // Not planned yet (after a restart too): nothing prepared.
+            assert!(prepared_rows(engine, sql).is_none(), "{sql}");
             let (fast, from_memory) = engine_rows(engine, sql);
             assert_eq!(from_memory, *memory, "{sql}");
             assert_eq!(fast.len(), *rows, "{sql}");
-            same_rows(&fast, &rows_of(engine, sql));
+            let files = rows_of(engine, sql);
+            same_rows(&fast, &files);
+            // Planned once, the shape answers without planning: for this
+            // entity and for another, as the files would.
+            match prepared_rows(engine, sql) {
+                Some((names, prepared)) => {
+                    assert!(*memory, "{sql}");
+                    assert_eq!(names, column_names(engine, sql), "{sql}");
+                    same_rows(&prepared, &files);
+                    let sql = sql.replace(u, other);
+                    let (_, prepared) = prepared_rows(engine, &sql).unwrap();
+                    same_rows(&prepared, &rows_of(engine, &sql));
+                }
+                None => assert!(!*memory, "{sql}"),
+            }
         }
+        // Another limit is another shape, not planned yet.
+        assert!(prepared_rows(engine, &q("ORDER BY ts DESC LIMIT 21")).is_none());
     };
     check(&engine);
     // The same after a restart (the tier comes back from the snapshot).
@@ -1095,7 +1114,29 @@ fn an_entitys_latest_rows_come_from_the_hot_tier_and_equal_the_files() {
         .unwrap();
     let (_, from_memory) = engine_rows(&engine, &cases[0].0);
     assert!(!from_memory);
+    assert!(prepared_rows(&engine, &cases[0].0).is_none());
     engine.shutdown();
+}
+
+/// A query through `Engine::query_from_memory` (a latest-rows shape
+/// planned before, answered without planning): its column names and rows.
+fn prepared_rows(engine: &Engine, sql: &str) -> Option<(Vec<String>, Vec<Vec<String>>)> {
+    let r = engine.query_from_memory(sql, &Default::default())?.unwrap();
+    assert!(r.from_memory);
+    let names = r.schema.fields().iter().map(|f| f.name().clone()).collect();
+    Some((names, result_rows(&r)))
+}
+
+/// The column names of a query's answer from the files.
+fn column_names(engine: &Engine, sql: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt
+        .block_on(engine.history().query(sql, &Default::default()))
+        .unwrap();
+    r.schema.fields().iter().map(|f| f.name().clone()).collect()
 }
 
 #[test]

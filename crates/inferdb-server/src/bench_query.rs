@@ -1,8 +1,8 @@
 //! `inferdb bench query`: SQL over the history of the reference workload,
 //! against PostgreSQL 15 on the same events, measured in the same run.
 //!
-//! Through `POST /v1/sql` of a real server (JSON answers, one connection
-//! per request), after one warm-up run of each:
+//! Through `POST /v1/sql` of a real server (JSON answers, on one kept-alive
+//! connection as psql's is one session), after one warm-up run of each:
 //!
 //! - Q1, `--runs` times: the 5-minute `time_bucket` count and average amount
 //!   over every event; the counts must add up to the accepted events;
@@ -280,15 +280,20 @@ fn ingest(addr: SocketAddr, args: &QueryBenchArgs) -> anyhow::Result<Loaded> {
     })
 }
 
-/// One `POST /v1/sql` with JSON rows: the time in ms and the rows.
-fn sql(rt: &Runtime, addr: SocketAddr, q: &str) -> anyhow::Result<(f64, Vec<serde_json::Value>)> {
+/// One `POST /v1/sql` with JSON rows on a kept-alive connection (as
+/// psql's session is for PostgreSQL): the time in ms and the rows.
+fn sql(
+    rt: &Runtime,
+    conn: &mut client::Conn,
+    q: &str,
+) -> anyhow::Result<(f64, Vec<serde_json::Value>)> {
     let t = Instant::now();
     let body = Bytes::from(q.to_string());
-    let (status, body) = rt.block_on(client::request_bytes(
-        addr,
+    let (status, body) = rt.block_on(conn.send(
+        "POST",
         "/v1/sql",
         "text/plain",
-        "application/json",
+        Some("application/json"),
         body,
     ))?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -308,10 +313,11 @@ fn measure(
     users: &[String],
     accepted: u64,
 ) -> anyhow::Result<(Stats, Stats, Stats, Answers)> {
+    let mut conn = rt.block_on(client::Conn::open(addr))?;
     let mut t1 = Vec::with_capacity(runs);
     let mut buckets = 0;
     for i in 0..=runs {
-        let (ms, rows) = sql(rt, addr, Q1)?;
+        let (ms, rows) = sql(rt, &mut conn, Q1)?;
         let n: u64 = rows.iter().map(|r| r["n"].as_u64().unwrap_or(0)).sum();
         buckets = rows.len();
         ensure!(
@@ -323,19 +329,19 @@ fn measure(
         }
     }
     let (mut t2, mut rows) = (Vec::with_capacity(5 * runs), vec![None; users.len()]);
-    sql(rt, addr, &q2(&users[0]))?;
+    sql(rt, &mut conn, &q2(&users[0]))?;
     for i in 0..5 * runs {
         let u = i % users.len();
-        let (ms, r) = sql(rt, addr, &q2(&users[u]))?;
+        let (ms, r) = sql(rt, &mut conn, &q2(&users[u]))?;
         ensure!(r.len() <= 1000, "Q2 returned {} rows", r.len());
         rows[u] = Some(r.len());
         t2.push(ms);
     }
     let mut t3 = Vec::with_capacity(5 * runs);
-    sql(rt, addr, &q2_files(&users[0]))?;
+    sql(rt, &mut conn, &q2_files(&users[0]))?;
     for i in 0..5 * runs {
         let u = i % users.len();
-        let (ms, r) = sql(rt, addr, &q2_files(&users[u]))?;
+        let (ms, r) = sql(rt, &mut conn, &q2_files(&users[u]))?;
         ensure!(
             Some(r.len()) == rows[u],
             "Q2 from the files returned {} rows for {}, from memory {:?}",

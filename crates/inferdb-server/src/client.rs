@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 JSON client over hyper, for the demo, the CLI and
-//! tests: one connection per call, which is all they need.
+//! tests: one connection per call, which is all they need, or one kept
+//! alive across calls ([`Conn`]) where a benchmark times calls.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -7,6 +8,47 @@ use hyper::Request;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+
+/// One HTTP/1.1 connection kept alive across requests.
+pub struct Conn {
+    addr: SocketAddr,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    /// Connects to `addr`.
+    pub async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Conn { addr, sender })
+    }
+
+    /// Sends one request (`accept` as its `Accept` header, if any); the
+    /// status and the raw body.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        accept: Option<&str>,
+        body: Bytes,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.addr.to_string())
+            .header(CONTENT_TYPE, content_type);
+        if let Some(a) = accept {
+            req = req.header(hyper::header::ACCEPT, a);
+        }
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req.body(Full::new(body))?).await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.into_body().collect().await?.to_bytes()))
+    }
+}
 
 /// Sends one request and returns the status and the body parsed as JSON
 /// (`null` for an empty body).
@@ -17,18 +59,8 @@ pub async fn request_json(
     content_type: &str,
     body: Bytes,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(HOST, addr.to_string())
-        .header(CONTENT_TYPE, content_type)
-        .body(Full::new(body))?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await?.to_bytes();
+    let mut conn = Conn::open(addr).await?;
+    let (status, bytes) = conn.send(method, path, content_type, None, body).await?;
     let json = if bytes.is_empty() {
         serde_json::Value::Null
     } else {
@@ -39,7 +71,7 @@ pub async fn request_json(
     Ok((status, json))
 }
 
-/// Sends one request with an `Accept` header; returns the status and the
+/// Sends one POST with an `Accept` header; returns the status and the
 /// raw body.
 pub async fn request_bytes(
     addr: SocketAddr,
@@ -48,19 +80,9 @@ pub async fn request_bytes(
     accept: &str,
     body: Bytes,
 ) -> anyhow::Result<(u16, Bytes)> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method("POST")
-        .uri(path)
-        .header(HOST, addr.to_string())
-        .header(CONTENT_TYPE, content_type)
-        .header(hyper::header::ACCEPT, accept)
-        .body(Full::new(body))?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status().as_u16();
-    Ok((status, resp.into_body().collect().await?.to_bytes()))
+    let mut conn = Conn::open(addr).await?;
+    conn.send("POST", path, content_type, Some(accept), body)
+        .await
 }
 
 /// The address of a running server from `host:port` or

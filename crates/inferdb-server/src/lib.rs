@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod infer;
+pub mod json_rows;
 pub mod kserve;
 pub mod loadgen;
 pub mod metrics;

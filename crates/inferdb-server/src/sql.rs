@@ -13,7 +13,9 @@
 //!
 //! Queries run on their own small runtime (`inferdb-sql` threads), so a
 //! heavy query does not stall the HTTP workers, and only after the history
-//! holds every batch acknowledged before the query arrived.
+//! holds every batch acknowledged before the query arrived. The exception
+//! is an entity's latest rows in a shape planned before, answered from the
+//! hot tier in the handler itself (`Engine::query_from_memory`).
 
 use crate::api::{ApiError, ApiResult, AppState};
 use axum::body::Bytes;
@@ -71,6 +73,7 @@ pub fn encode(
     use inferdb_engine::arrow::{csv, ipc, json};
     let mut out = Vec::new();
     match f {
+        Format::Json if crate::json_rows::write(batches, &mut out) => {}
         Format::Json => {
             let mut w = json::WriterBuilder::new()
                 .with_explicit_nulls(true)
@@ -174,7 +177,17 @@ pub async fn post_sql(
         return Err(ApiError::bad("body: the query is empty"));
     }
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let r = run_query(st.engine.clone(), query, st.sql.clone()).await?;
+    let engine = &st.engine;
+    // An entity's latest rows, in a shape planned before, are answered
+    // here from the hot tier (no planning, no hop to the SQL runtime).
+    let prepared = match engine.history().head_seq() >= engine.applied_seq() {
+        true => engine.query_from_memory(&query, &st.sql),
+        false => None,
+    };
+    let r = match prepared {
+        Some(r) => r?,
+        None => run_query(engine.clone(), query, st.sql.clone()).await?,
+    };
     let bytes = encode(&r.batches, &r.schema, format)
         .map_err(|e| ApiError::with_status(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let mut resp = ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response();

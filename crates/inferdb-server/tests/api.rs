@@ -434,6 +434,27 @@ async fn sql_answers_json_csv_and_arrow_and_refuses_bad_queries() {
         "entity_id,amount,ts\nuser_1,1.0,2026-01-01T00:06:00Z\nuser_1,10.5,2026-01-01T00:01:00Z\n"
     );
     assert_eq!(String::from_utf8(files).unwrap(), memory);
+    // The same shape again (answered in the handler, not planned), as
+    // JSON, for this user and another: what the files give.
+    for user in ["user_1", "user_2"] {
+        let q = latest.replace("user_1", user);
+        let (s, _, memory) = f
+            .raw("/v1/sql", "text/plain", "application/json", &q, 100)
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let on_files = q.replace("ORDER", "AND ts IS NOT NULL ORDER");
+        let (s, _, files) = f
+            .raw("/v1/sql", "text/plain", "application/json", &on_files, 100)
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let memory = String::from_utf8(memory).unwrap();
+        assert!(
+            memory.contains(&format!("\"entity_id\":\"{user}\"")),
+            "{memory}"
+        );
+        assert_eq!(String::from_utf8(files).unwrap(), memory);
+    }
+    assert_eq!(f.from_memory.load(std::sync::atomic::Ordering::Relaxed), 3);
     // Dead letters are a table too.
     let (s, v) = f
         .post(

@@ -7,7 +7,7 @@
 //! length, so a corrupt frame is an error, never a panic.
 
 use crate::error::TypesError;
-use crate::value::Value;
+use crate::value::{Value, ValueRef};
 
 const NULL: u8 = 0;
 const BOOL: u8 = 1;
@@ -114,19 +114,24 @@ impl<'a> Decoder<'a> {
 
     /// One value.
     pub fn value(&mut self) -> Result<Value, TypesError> {
+        Ok(self.value_ref()?.to_value())
+    }
+
+    /// One value, its text borrowed from the buffer.
+    pub fn value_ref(&mut self) -> Result<ValueRef<'a>, TypesError> {
         let tag = self.take(1)?[0];
         Ok(match tag {
-            NULL => Value::Null,
-            BOOL => Value::Bool(self.take(1)?[0] != 0),
-            INT => Value::Int(i64::from_le_bytes(self.arr8()?)),
-            FLOAT => Value::Float(f64::from_le_bytes(self.arr8()?)),
+            NULL => ValueRef::Null,
+            BOOL => ValueRef::Bool(self.take(1)?[0] != 0),
+            INT => ValueRef::Int(i64::from_le_bytes(self.arr8()?)),
+            FLOAT => ValueRef::Float(f64::from_le_bytes(self.arr8()?)),
             STR => {
                 let n = self.u32()? as usize;
                 let s = std::str::from_utf8(self.take(n)?)
                     .map_err(|_| TypesError::Codec("string is not UTF-8"))?;
-                Value::Str(s.into())
+                ValueRef::Str(s)
             }
-            TS => Value::Ts(i64::from_le_bytes(self.arr8()?)),
+            TS => ValueRef::Ts(i64::from_le_bytes(self.arr8()?)),
             _ => return Err(TypesError::Codec("unknown value tag")),
         })
     }

@@ -22,4 +22,4 @@ pub use spec::{
     StreamSpec, UnknownFields, View, ViewSpec,
 };
 pub use time::{Timestamp, parse_duration_ms};
-pub use value::{FieldType, PlainJson, Value, stable_hash};
+pub use value::{FieldType, PlainJson, Value, ValueRef, stable_hash};

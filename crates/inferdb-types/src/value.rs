@@ -53,7 +53,50 @@ pub enum Value {
     Ts(i64),
 }
 
+/// A [`Value`] borrowed from where it is stored: a string is not copied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    /// See [`Value::Null`].
+    Null,
+    /// See [`Value::Bool`].
+    Bool(bool),
+    /// See [`Value::Int`].
+    Int(i64),
+    /// See [`Value::Float`].
+    Float(f64),
+    /// See [`Value::Str`].
+    Str(&'a str),
+    /// See [`Value::Ts`].
+    Ts(i64),
+}
+
+impl ValueRef<'_> {
+    /// The owned value.
+    pub fn to_value(self) -> Value {
+        match self {
+            ValueRef::Null => Value::Null,
+            ValueRef::Bool(b) => Value::Bool(b),
+            ValueRef::Int(i) => Value::Int(i),
+            ValueRef::Float(f) => Value::Float(f),
+            ValueRef::Str(s) => Value::Str(s.into()),
+            ValueRef::Ts(t) => Value::Ts(t),
+        }
+    }
+}
+
 impl Value {
+    /// The value, borrowed.
+    pub fn as_value_ref(&self) -> ValueRef<'_> {
+        match self {
+            Value::Null => ValueRef::Null,
+            Value::Bool(b) => ValueRef::Bool(*b),
+            Value::Int(i) => ValueRef::Int(*i),
+            Value::Float(f) => ValueRef::Float(*f),
+            Value::Str(s) => ValueRef::Str(s),
+            Value::Ts(t) => ValueRef::Ts(*t),
+        }
+    }
+
     /// The field type that holds this value (`None` for null).
     pub fn field_type(&self) -> Option<FieldType> {
         Some(match self {

@@ -14,7 +14,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use inferdb_types::{FieldType, Value};
+use inferdb_types::codec::Decoder;
+use inferdb_types::{FieldType, TypesError, Value, ValueRef};
 
 /// The time zone every timestamp column carries.
 pub const UTC: &str = "UTC";
@@ -49,27 +50,31 @@ enum Col {
 }
 
 impl Col {
-    fn new(ty: FieldType) -> Col {
+    /// A column builder with room for `rows` values (strings of about
+    /// 16 bytes).
+    fn new(ty: FieldType, rows: usize) -> Col {
         match ty {
-            FieldType::String => Col::Str(StringBuilder::new()),
-            FieldType::Int => Col::Int(Int64Builder::new()),
-            FieldType::Float => Col::Float(Float64Builder::new()),
-            FieldType::Bool => Col::Bool(BooleanBuilder::new()),
-            FieldType::Timestamp => Col::Ts(TimestampMillisecondBuilder::new().with_timezone(UTC)),
+            FieldType::String => Col::Str(StringBuilder::with_capacity(rows, rows * 16)),
+            FieldType::Int => Col::Int(Int64Builder::with_capacity(rows)),
+            FieldType::Float => Col::Float(Float64Builder::with_capacity(rows)),
+            FieldType::Bool => Col::Bool(BooleanBuilder::with_capacity(rows)),
+            FieldType::Timestamp => {
+                Col::Ts(TimestampMillisecondBuilder::with_capacity(rows).with_timezone(UTC))
+            }
         }
     }
 
     /// Appends a value; a value of another type than the column's (which
     /// validation rules out) is stored as null rather than guessed at.
-    fn push(&mut self, v: &Value) {
+    fn push(&mut self, v: ValueRef<'_>) {
         match (self, v) {
-            (Col::Str(b), Value::Str(s)) => b.append_value(s),
-            (Col::Int(b), Value::Int(i)) => b.append_value(*i),
-            (Col::Float(b), Value::Float(f)) => b.append_value(*f),
-            (Col::Float(b), Value::Int(i)) => b.append_value(*i as f64),
-            (Col::Bool(b), Value::Bool(x)) => b.append_value(*x),
-            (Col::Ts(b), Value::Ts(t)) => b.append_value(*t),
-            (Col::Ts(b), Value::Int(t)) => b.append_value(*t),
+            (Col::Str(b), ValueRef::Str(s)) => b.append_value(s),
+            (Col::Int(b), ValueRef::Int(i)) => b.append_value(i),
+            (Col::Float(b), ValueRef::Float(f)) => b.append_value(f),
+            (Col::Float(b), ValueRef::Int(i)) => b.append_value(i as f64),
+            (Col::Bool(b), ValueRef::Bool(x)) => b.append_value(x),
+            (Col::Ts(b), ValueRef::Ts(t)) => b.append_value(t),
+            (Col::Ts(b), ValueRef::Int(t)) => b.append_value(t),
             (c, _) => c.push_null(),
         }
     }
@@ -124,9 +129,14 @@ pub struct RowBuilder {
 impl RowBuilder {
     /// Builders for `schema`'s columns, typed by `types`.
     pub fn new(schema: SchemaRef, types: &[FieldType]) -> RowBuilder {
+        RowBuilder::with_capacity(schema, types, 1024)
+    }
+
+    /// Like [`RowBuilder::new`], with room for `rows` rows.
+    pub fn with_capacity(schema: SchemaRef, types: &[FieldType], rows: usize) -> RowBuilder {
         RowBuilder {
             schema,
-            cols: types.iter().map(|t| Col::new(*t)).collect(),
+            cols: types.iter().map(|t| Col::new(*t, rows)).collect(),
         }
     }
 
@@ -135,10 +145,26 @@ impl RowBuilder {
     pub fn push(&mut self, row: &[Value]) {
         for (i, c) in self.cols.iter_mut().enumerate() {
             match row.get(i) {
-                Some(v) => c.push(v),
+                Some(v) => c.push(v.as_value_ref()),
                 None => c.push_null(),
             }
         }
+    }
+
+    /// Appends a row encoded by `inferdb_types::codec::encode_row`, like
+    /// [`RowBuilder::push`] but without decoding it into values first. A
+    /// corrupt row is an error after which the builder's columns may be
+    /// uneven: the caller gives up on the batch.
+    pub fn push_encoded(&mut self, bytes: &[u8]) -> Result<(), TypesError> {
+        let mut d = Decoder::new(bytes);
+        let n = d.u16()? as usize;
+        for (i, c) in self.cols.iter_mut().enumerate() {
+            match i < n {
+                true => c.push(d.value_ref()?),
+                false => c.push_null(),
+            }
+        }
+        Ok(())
     }
 
     /// Rows appended since the last [`RowBuilder::finish`].

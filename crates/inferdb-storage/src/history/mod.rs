@@ -229,6 +229,8 @@ struct Inner {
     /// Parquet footers and page indexes, kept across queries (files are
     /// immutable: a rewrite gets a new name).
     pub(crate) metadata_cache: Arc<sql::MetadataCache>,
+    /// Latest-rows query shapes planned so far.
+    prepared: latest::PreparedCache,
 }
 
 /// The history of every table: head plus Parquet files. Cheap to clone.
@@ -321,6 +323,7 @@ impl History {
                 }),
                 maint: Mutex::new(()),
                 metadata_cache: sql::metadata_cache(),
+                prepared: latest::PreparedCache::default(),
                 head_seq: Mutex::new(flushed),
                 head_cv: Condvar::new(),
                 files_scanned: AtomicU64::new(0),

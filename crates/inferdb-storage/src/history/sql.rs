@@ -41,7 +41,7 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{SessionConfig, SessionContext, ident, lit};
 use futures::StreamExt;
 
-use super::latest::{LatestRows, latest_rows_pattern, on_rows};
+use super::latest::{EncodedRow, LatestRows, latest_rows_pattern, on_rows};
 use super::{History, KeyBound};
 use crate::StorageError;
 use inferdb_types::Value;
@@ -161,7 +161,7 @@ impl History {
         &self,
         sql: &str,
         opts: &SqlOptions,
-        latest: impl FnOnce(&LatestRows) -> Option<Vec<Vec<Value>>> + Send,
+        latest: impl FnOnce(&LatestRows) -> Option<Vec<EncodedRow>> + Send,
     ) -> Result<QueryResult, StorageError> {
         let ctx = self.session(opts)?;
         let run = async {
@@ -171,11 +171,12 @@ impl History {
                 .await
                 .map_err(query_err)?;
             let mut from_memory = false;
-            if let Some(want) = latest_rows_pattern(&plan, self)
-                && let Some(rows) = latest(&want)
-            {
-                plan = on_rows(plan, self, &want, &rows)?;
-                from_memory = true;
+            if let Some(want) = latest_rows_pattern(&plan, self) {
+                self.inner.prepared.remember(sql, &plan, &want, self);
+                if let Some(rows) = latest(&want) {
+                    plan = on_rows(plan, self, &want, &rows)?;
+                    from_memory = true;
+                }
             }
             let df = ctx.execute_logical_plan(plan).await.map_err(query_err)?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
