@@ -227,7 +227,7 @@ pub(crate) fn shape(sql: &str) -> Option<(String, String)> {
                 if literal.replace(s).is_some() {
                     return None;
                 }
-                key.push_str("\u{1}");
+                key.push('\u{1}');
             }
             t => {
                 let _ = write!(key, "{t:?}");
