@@ -565,6 +565,11 @@ fn history_holds_every_event_once_across_flushes_a_crash_and_a_restart() {
 /// Every row of a query as strings (floats marked with a leading `#f:`, see
 /// [`same_rows`]).
 fn rows_of(engine: &Engine, sql: &str) -> Vec<Vec<String>> {
+    result_rows(&files_result(engine, sql))
+}
+
+/// A query's answer from the history alone (never the hot tier).
+fn files_result(engine: &Engine, sql: &str) -> inferdb_engine::QueryResult {
     // A query sees what is acknowledged once the history caught up (the
     // server's /v1/sql waits for it the same way).
     assert!(engine.history_caught_up());
@@ -576,7 +581,7 @@ fn rows_of(engine: &Engine, sql: &str) -> Vec<Vec<String>> {
         .block_on(engine.history().query(sql, &Default::default()))
         .unwrap();
     assert!(!r.from_memory);
-    result_rows(&r)
+    r
 }
 
 /// A query through `Engine::query` (which may answer from the hot tier):
@@ -1129,13 +1134,7 @@ fn prepared_rows(engine: &Engine, sql: &str) -> Option<(Vec<String>, Vec<Vec<Str
 
 /// The column names of a query's answer from the files.
 fn column_names(engine: &Engine, sql: &str) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let r = rt
-        .block_on(engine.history().query(sql, &Default::default()))
-        .unwrap();
+    let r = files_result(engine, sql);
     r.schema.fields().iter().map(|f| f.name().clone()).collect()
 }
 

@@ -110,26 +110,11 @@ fn write_rows(batches: &[RecordBatch], out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-/// The civil date (year, month, day) of a day count since 1970-01-01
-/// (the proleptic Gregorian calendar, by eras of 400 years).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// `ms` (since the epoch) as `YYYY-MM-DDTHH:MM:SS[.mmm]Z` in `buf`;
 /// `None` outside years 0–9999.
 fn rfc3339_millis(ms: i64, buf: &mut [u8; 24]) -> Option<&str> {
     let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, mo, d) = civil_from_days(days);
+    let (y, mo, d) = inferdb_types::time::civil_from_days(days);
     if !(0..=9999).contains(&y) {
         return None;
     }
@@ -142,8 +127,8 @@ fn rfc3339_millis(ms: i64, buf: &mut [u8; 24]) -> Option<&str> {
         }
     };
     put(0, y, 4);
-    put(5, mo, 2);
-    put(8, d, 2);
+    put(5, i64::from(mo), 2);
+    put(8, i64::from(d), 2);
     put(11, s / 3600, 2);
     put(14, s / 60 % 60, 2);
     put(17, s % 60, 2);

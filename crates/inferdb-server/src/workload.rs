@@ -562,7 +562,7 @@ fn push_padded(buf: &mut String, mut v: u64, width: usize) {
 fn push_rfc3339_ms(buf: &mut String, ms: i64) {
     let days = ms.div_euclid(86_400_000);
     let in_day = ms.rem_euclid(86_400_000) as u64;
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = inferdb_types::time::civil_from_days(days);
     push_padded(buf, year.clamp(0, 9999) as u64, 4);
     buf.push('-');
     push_padded(buf, u64::from(month), 2);
@@ -577,21 +577,6 @@ fn push_rfc3339_ms(buf: &mut String, ms: i64) {
     buf.push('.');
     push_padded(buf, in_day % 1000, 3);
     buf.push('Z');
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
