@@ -11,29 +11,52 @@
 //! anything else (another column type, a year outside 0–9999), and the
 //! caller uses Arrow's writer.
 
-use inferdb_engine::arrow::array::{Array, AsArray, RecordBatch};
+use inferdb_engine::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
 use inferdb_engine::arrow::datatypes::{
     DataType, Float64Type, Int64Type, TimeUnit, TimestampMillisecondType,
 };
 use lexical_core::FormattedSize;
 
-/// Whether every column of `batches` is of a type this writer handles.
-fn supported(batches: &[RecordBatch]) -> bool {
-    batches.iter().all(|b| {
-        b.schema().fields().iter().all(|f| match f.data_type() {
-            DataType::Utf8 | DataType::Int64 | DataType::Float64 | DataType::Boolean => true,
-            DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) => tz.as_ref() == "UTC",
-            _ => false,
+/// A column of one of the types this writer handles, downcast once.
+enum Column<'a> {
+    Str(&'a StringArray),
+    Int(&'a Int64Array),
+    Float(&'a Float64Array),
+    Bool(&'a BooleanArray),
+    Ts(&'a TimestampMillisecondArray),
+}
+
+impl Column<'_> {
+    fn of(a: &ArrayRef) -> Option<Column<'_>> {
+        Some(match a.data_type() {
+            DataType::Utf8 => Column::Str(a.as_string::<i32>()),
+            DataType::Int64 => Column::Int(a.as_primitive::<Int64Type>()),
+            DataType::Float64 => Column::Float(a.as_primitive::<Float64Type>()),
+            DataType::Boolean => Column::Bool(a.as_boolean()),
+            DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if tz.as_ref() == "UTC" => {
+                Column::Ts(a.as_primitive::<TimestampMillisecondType>())
+            }
+            _ => return None,
         })
-    })
+    }
+
+    fn is_null(&self, i: usize) -> bool {
+        match self {
+            Column::Str(a) => a.is_null(i),
+            Column::Int(a) => a.is_null(i),
+            Column::Float(a) => a.is_null(i),
+            Column::Bool(a) => a.is_null(i),
+            Column::Ts(a) => a.is_null(i),
+        }
+    }
 }
 
 /// Writes `batches` to `out` as a JSON array of row objects (nulls
 /// explicit); `false`, with `out` as it was, where it cannot.
 pub fn write(batches: &[RecordBatch], out: &mut Vec<u8>) -> bool {
-    if !supported(batches) {
-        return false;
-    }
     let start = out.len();
     match write_rows(batches, out) {
         Some(()) => true,
@@ -50,6 +73,11 @@ fn write_rows(batches: &[RecordBatch], out: &mut Vec<u8>) -> Option<()> {
     out.push(b'[');
     let mut first = true;
     for b in batches {
+        let columns = b
+            .columns()
+            .iter()
+            .map(Column::of)
+            .collect::<Option<Vec<_>>>()?;
         // `"name":` of each column, escaped once per batch.
         let keys: Vec<Vec<u8>> = b
             .schema()
@@ -61,46 +89,43 @@ fn write_rows(batches: &[RecordBatch], out: &mut Vec<u8>) -> Option<()> {
                 k
             })
             .collect();
+        let key_bytes: usize = keys.iter().map(Vec::len).sum();
+        out.reserve(b.num_rows() * (key_bytes + 16 * keys.len() + 3));
         for i in 0..b.num_rows() {
             if !std::mem::take(&mut first) {
                 out.push(b',');
             }
             out.push(b'{');
-            for (c, (key, a)) in keys.iter().zip(b.columns()).enumerate() {
+            for (c, (key, col)) in keys.iter().zip(&columns).enumerate() {
                 if c > 0 {
                     out.push(b',');
                 }
                 out.extend_from_slice(key);
-                if a.is_null(i) {
+                if col.is_null(i) {
                     out.extend_from_slice(b"null");
                     continue;
                 }
-                match a.data_type() {
-                    DataType::Utf8 => {
-                        serde_json::to_writer(&mut *out, a.as_string::<i32>().value(i)).ok()?
+                match col {
+                    Column::Str(a) => serde_json::to_writer(&mut *out, a.value(i)).ok()?,
+                    Column::Int(a) => {
+                        out.extend_from_slice(lexical_core::write(a.value(i), &mut num))
                     }
-                    DataType::Int64 => out.extend_from_slice(lexical_core::write(
-                        a.as_primitive::<Int64Type>().value(i),
-                        &mut num,
-                    )),
-                    DataType::Float64 => {
-                        let v = a.as_primitive::<Float64Type>().value(i);
+                    Column::Float(a) => {
+                        let v = a.value(i);
                         match v.is_finite() {
                             true => out.extend_from_slice(lexical_core::write(v, &mut num)),
                             false => out.extend_from_slice(b"null"),
                         }
                     }
-                    DataType::Boolean => out.extend_from_slice(match a.as_boolean().value(i) {
+                    Column::Bool(a) => out.extend_from_slice(match a.value(i) {
                         true => b"true",
                         false => b"false",
                     }),
-                    DataType::Timestamp(..) => {
-                        let ms = a.as_primitive::<TimestampMillisecondType>().value(i);
+                    Column::Ts(a) => {
                         out.push(b'"');
-                        out.extend_from_slice(rfc3339_millis(ms, &mut ts)?.as_bytes());
+                        out.extend_from_slice(rfc3339_millis(a.value(i), &mut ts)?.as_bytes());
                         out.push(b'"');
                     }
-                    _ => return None,
                 }
             }
             out.push(b'}');
