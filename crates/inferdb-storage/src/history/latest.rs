@@ -150,18 +150,20 @@ pub(crate) fn latest_rows_pattern(plan: &LogicalPlan, history: &History) -> Opti
 /// keeps rows so).
 pub type EncodedRow = Box<[u8]>;
 
-/// One batch of `rows`, in `schema`.
-fn rows_batch(
-    schema: SchemaRef,
-    types: &[FieldType],
-    rows: &[EncodedRow],
-) -> Result<RecordBatch, StorageError> {
-    let mut b = RowBuilder::with_capacity(schema, types, rows.len());
-    for r in rows {
-        b.push_encoded(r)
-            .map_err(|e| StorageError::Query(format!("a hot-tier row: {e}")))?;
+impl History {
+    /// One batch of `rows` of table `table`, in the table's schema.
+    fn rows_batch(&self, table: usize, rows: &[EncodedRow]) -> Result<RecordBatch, StorageError> {
+        let Some((schema, def)) = self.table_schema(table) else {
+            return Err(StorageError::Query("unknown history table".into()));
+        };
+        let types: Vec<FieldType> = def.columns.iter().map(|c| c.1).collect();
+        let mut b = RowBuilder::with_capacity(schema, &types, rows.len());
+        for r in rows {
+            b.push_encoded(r)
+                .map_err(|e| StorageError::Query(format!("a hot-tier row: {e}")))?;
+        }
+        Ok(b.finish())
     }
-    Ok(b.finish())
 }
 
 /// `plan` with the scan of `want.table` reading `rows` instead.
@@ -172,12 +174,8 @@ pub(crate) fn on_rows(
     rows: &[EncodedRow],
 ) -> Result<LogicalPlan, StorageError> {
     let err = |e: datafusion::error::DataFusionError| StorageError::Query(e.to_string());
-    let Some((schema, def)) = history.table_schema(want.table) else {
-        return Err(StorageError::Query("unknown history table".into()));
-    };
-    let types: Vec<FieldType> = def.columns.iter().map(|c| c.1).collect();
-    let batch = rows_batch(schema.clone(), &types, rows)?;
-    let mem = Arc::new(MemTable::try_new(schema, vec![vec![batch]]).map_err(err)?);
+    let batch = history.rows_batch(want.table, rows)?;
+    let mem = Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(err)?);
     let plan = plan
         .transform_up(|n| match n {
             LogicalPlan::TableScan(mut s) => {
@@ -335,27 +333,30 @@ impl History {
     ) -> Option<Result<QueryResult, StorageError>> {
         let (p, want) = self.inner.prepared.get(sql)?;
         let rows = latest(&want)?;
-        let (schema, def) = self.table_schema(p.table)?;
-        let types: Vec<FieldType> = def.columns.iter().map(|c| c.1).collect();
-        let all = match rows_batch(schema, &types, &rows[..rows.len().min(p.limit)]) {
-            Ok(b) => b,
-            Err(e) => return Some(Err(e)),
-        };
+        Some(self.answer_prepared(&p, &rows, opts))
+    }
+
+    /// `rows` (the entity's latest, newest first) as `p` answers them.
+    fn answer_prepared(
+        &self,
+        p: &Prepared,
+        rows: &[EncodedRow],
+        opts: &SqlOptions,
+    ) -> Result<QueryResult, StorageError> {
+        let all = self.rows_batch(p.table, &rows[..rows.len().min(p.limit)])?;
         let columns = p.columns.iter().map(|&i| all.column(i).clone()).collect();
-        let batch = match RecordBatch::try_new(p.schema.clone(), columns) {
-            Ok(b) => b,
-            Err(e) => return Some(Err(StorageError::Query(e.to_string()))),
-        };
+        let batch = RecordBatch::try_new(p.schema.clone(), columns)
+            .map_err(|e| StorageError::Query(e.to_string()))?;
         let truncated = batch.num_rows() > opts.max_rows;
         let batch = match truncated {
             true => batch.slice(0, opts.max_rows),
             false => batch,
         };
-        Some(Ok(QueryResult {
+        Ok(QueryResult {
             schema: p.schema.clone(),
             batches: vec![batch],
             truncated,
             from_memory: true,
-        }))
+        })
     }
 }
