@@ -1,9 +1,11 @@
 //! Times the reference ensemble of examples/models (feature_preprocessor →
-//! main_model_v3 → confidence_calibrator, each a tract backend instance, no
-//! batcher), each of its steps, and gbdt_fraud (our tree evaluator) through
-//! `CompiledModel` at batch 1, 8 and 64; then prints our median time per call
-//! next to onnxruntime's single-thread medians in `fixtures/ort_timings.json`
-//! (the fused ensemble graph, its steps, and gbdt_200).
+//! main_model_v3 → confidence_calibrator, each a backend instance of our dense
+//! engine, no batcher), each of its steps, and gbdt_fraud (our tree
+//! evaluator) through `CompiledModel` at batch 1, 8 and 64; then prints our
+//! median time per call next to onnxruntime's single-thread medians in
+//! `fixtures/ort_timings.json` (the fused ensemble graph, its steps, and
+//! gbdt_200), with the fused graph on our engine and the three steps on
+//! tract as well.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -19,17 +21,35 @@ fn root() -> PathBuf {
 }
 
 fn load(name: &str, inputs: &[(&str, usize)], outputs: &[(&str, usize)]) -> CompiledModel {
-    let bytes = std::fs::read(
+    load_on(false, name, inputs, outputs)
+}
+
+/// A model of examples/models, on tract when `on_tract`; `name` may also be
+/// a path to an .onnx file.
+fn load_on(
+    on_tract: bool,
+    name: &str,
+    inputs: &[(&str, usize)],
+    outputs: &[(&str, usize)],
+) -> CompiledModel {
+    let path = if name.ends_with(".onnx") {
+        root().join(name)
+    } else {
         root()
             .join("../../examples/models")
             .join(name)
-            .join("1/model.onnx"),
-    )
-    .expect("examples/models (run scripts/make_fixtures.py)");
+            .join("1/model.onnx")
+    };
+    let bytes = std::fs::read(path).expect("examples/models (run scripts/make_fixtures.py)");
     let specs = |items: &[(&str, usize)]| -> Vec<IoSpec> {
         items.iter().map(|&(n, w)| IoSpec::new(n, w)).collect()
     };
-    CompiledModel::load(&bytes, &specs(inputs), &specs(outputs), true).expect("model loads")
+    let (i, o) = (specs(inputs), specs(outputs));
+    if on_tract {
+        CompiledModel::load_on_tract(&bytes, &i, &o, true).expect("model loads")
+    } else {
+        CompiledModel::load(&bytes, &i, &o, true).expect("model loads")
+    }
 }
 
 /// The three steps, as backend instances, with their intermediate buffers.
@@ -39,16 +59,24 @@ struct Chain {
 }
 
 impl Chain {
-    fn new() -> Chain {
+    fn new(on_tract: bool) -> Chain {
         let steps = [
-            load(
+            load_on(
+                on_tract,
                 "feature_preprocessor",
                 &[("input", 256)],
                 &[("scaled", 256)],
             )
             .instance(),
-            load("main_model_v3", &[("input", 256)], &[("logits", 10)]).instance(),
-            load(
+            load_on(
+                on_tract,
+                "main_model_v3",
+                &[("input", 256)],
+                &[("logits", 10)],
+            )
+            .instance(),
+            load_on(
+                on_tract,
                 "confidence_calibrator",
                 &[("logits", 10)],
                 &[("predictions", 10), ("confidence", 1)],
@@ -142,7 +170,7 @@ fn step_input(x: &[f32], n: usize, width: usize) -> Vec<f32> {
 fn bench(c: &mut Criterion) {
     let x = features();
     let mut group = c.benchmark_group("ensemble");
-    let mut chain = Chain::new();
+    let mut chain = Chain::new(false);
     for n in BATCHES {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
@@ -223,13 +251,32 @@ fn summary() {
         "{:<28} {:>5} {:>12} {:>12} {:>10}",
         "model", "batch", "inferdb", "onnxruntime", "ratio"
     );
-    let mut chain = Chain::new();
+    for (what, on_tract) in [
+        ("ensemble (3 steps)", false),
+        ("ensemble (3 steps, tract)", true),
+    ] {
+        let mut chain = Chain::new(on_tract);
+        for n in BATCHES {
+            let ours = median_us(|| {
+                std::hint::black_box(chain.run(&x[..n * 256], n));
+            });
+            line(what, n, ours, ort_us(&ort["ensemble"]["us_per_call"], n));
+        }
+    }
+    let mut fused = load(
+        "fixtures/ensemble_fused.onnx",
+        &[("features", 256)],
+        &[("predictions", 10), ("confidence", 1)],
+    )
+    .instance();
+    let mut out = Vec::new();
     for n in BATCHES {
         let ours = median_us(|| {
-            std::hint::black_box(chain.run(&x[..n * 256], n));
+            out.clear();
+            fused.run(&x[..n * 256], n, &mut out).unwrap();
         });
         line(
-            "ensemble (3 steps)",
+            "ensemble (fused graph)",
             n,
             ours,
             ort_us(&ort["ensemble"]["us_per_call"], n),

@@ -15,6 +15,7 @@
 
 pub mod batcher;
 pub mod config;
+mod dense;
 pub mod error;
 pub mod manager;
 pub mod onnx;

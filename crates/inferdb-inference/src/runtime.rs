@@ -31,6 +31,7 @@ use tract_onnx::prelude::{
 };
 
 use crate::batcher::Backend;
+use crate::dense::DenseNet;
 use crate::error::InferenceError;
 use crate::onnx::{self, ML_DOMAIN, proto};
 use crate::tensor::DataType;
@@ -164,6 +165,7 @@ pub struct CompiledModel {
 enum Engine {
     Tract(Arc<TractShared>),
     Trees(Arc<TreeShared>),
+    Dense(Arc<DenseShared>),
 }
 
 impl std::fmt::Debug for CompiledModel {
@@ -185,6 +187,28 @@ impl CompiledModel {
         outputs: &[IoSpec],
         batched: bool,
     ) -> Result<CompiledModel, InferenceError> {
+        Self::load_with(bytes, inputs, outputs, batched, true)
+    }
+
+    /// As [`CompiledModel::load`], but a graph that is not a tree ensemble
+    /// always runs on tract, even when our dense engine could run it: the
+    /// independent oracle of our dense engine's tests and benchmarks.
+    pub fn load_on_tract(
+        bytes: &[u8],
+        inputs: &[IoSpec],
+        outputs: &[IoSpec],
+        batched: bool,
+    ) -> Result<CompiledModel, InferenceError> {
+        Self::load_with(bytes, inputs, outputs, batched, false)
+    }
+
+    fn load_with(
+        bytes: &[u8],
+        inputs: &[IoSpec],
+        outputs: &[IoSpec],
+        batched: bool,
+        dense: bool,
+    ) -> Result<CompiledModel, InferenceError> {
         let model = onnx::decode_model(bytes)?;
         let signature = signature_of(&model)?;
         if inputs.is_empty() || outputs.is_empty() {
@@ -202,6 +226,12 @@ impl CompiledModel {
             Engine::Trees(Arc::new(TreeShared::load(
                 bytes, graph, &signature, inputs, outputs, batched,
             )?))
+        } else if let Some(shared) = dense
+            .then(|| DenseShared::load(graph, &signature, inputs, outputs, batched))
+            .transpose()?
+            .flatten()
+        {
+            Engine::Dense(Arc::new(shared))
         } else {
             Engine::Tract(Arc::new(TractShared::load(
                 bytes, graph, &signature, inputs, outputs, batched,
@@ -227,14 +257,19 @@ impl CompiledModel {
                 labels: Vec::new(),
                 scores: Vec::new(),
             }),
+            Engine::Dense(shared) => Box::new(DenseInstance {
+                bufs: shared.net.scratch(),
+                shared: Arc::clone(shared),
+            }),
         }
     }
 
-    /// `"tract"` or `"inferdb-trees"`.
+    /// `"tract"`, `"inferdb-trees"` or `"inferdb-dense"`.
     pub fn engine_name(&self) -> &'static str {
         match self.engine {
             Engine::Tract(_) => "tract",
             Engine::Trees(_) => "inferdb-trees",
+            Engine::Dense(_) => "inferdb-dense",
         }
     }
 
@@ -243,6 +278,7 @@ impl CompiledModel {
         match &self.engine {
             Engine::Tract(s) => s.input_width,
             Engine::Trees(s) => s.input_width,
+            Engine::Dense(s) => s.net.input_width(),
         }
     }
 
@@ -251,6 +287,7 @@ impl CompiledModel {
         match &self.engine {
             Engine::Tract(s) => s.output_width,
             Engine::Trees(s) => s.output_width,
+            Engine::Dense(s) => s.output_width,
         }
     }
 }
@@ -723,6 +760,78 @@ impl Backend for TractInstance {
 
     fn input_width(&self) -> usize {
         self.shared.input_width
+    }
+
+    fn output_width(&self) -> usize {
+        self.shared.output_width
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Dense networks on our own kernel
+
+struct DenseShared {
+    net: DenseNet,
+    output_width: usize,
+}
+
+impl DenseShared {
+    /// `Ok(None)` when the graph is not one [`DenseNet`] runs (tract then
+    /// runs it); an error when the config's inputs/outputs do not fit the
+    /// graph's declarations (the same errors tract's path gives).
+    fn load(
+        graph: &proto::GraphProto,
+        signature: &OnnxSignature,
+        inputs: &[IoSpec],
+        outputs: &[IoSpec],
+        batched: bool,
+    ) -> Result<Option<DenseShared>, InferenceError> {
+        let [spec] = inputs else {
+            return Ok(None);
+        };
+        if !batched {
+            return Ok(None);
+        }
+        let io = find_io(&signature.inputs, &spec.name, "input")?;
+        if row_dims(io, spec, batched, "input")?.is_none_or(|d| d.len() != 1) {
+            return Ok(None);
+        }
+        for out in outputs {
+            let io = find_io(&signature.outputs, &out.name, "output")?;
+            row_dims(io, out, batched, "output")?;
+        }
+        let wanted: Vec<(&str, usize)> = outputs
+            .iter()
+            .map(|s| (s.name.as_str(), s.row_elems))
+            .collect();
+        match DenseNet::compile(graph, &spec.name, spec.row_elems, &wanted) {
+            Ok(net) => Ok(Some(DenseShared {
+                net,
+                output_width: total_width(outputs, "output")?,
+            })),
+            Err(why) => {
+                tracing::debug!(graph = %graph.name, %why, "not for the dense engine; tract runs it");
+                Ok(None)
+            }
+        }
+    }
+}
+
+struct DenseInstance {
+    shared: Arc<DenseShared>,
+    bufs: Vec<Vec<f32>>,
+}
+
+impl Backend for DenseInstance {
+    fn run(&mut self, input: &[f32], n: usize, out: &mut Vec<f32>) -> Result<(), InferenceError> {
+        let shared = &*self.shared;
+        check_input(input, n, shared.net.input_width())?;
+        out.reserve(n.saturating_mul(shared.output_width));
+        shared.net.run(input, n, &mut self.bufs, out)
+    }
+
+    fn input_width(&self) -> usize {
+        self.shared.net.input_width()
     }
 
     fn output_width(&self) -> usize {

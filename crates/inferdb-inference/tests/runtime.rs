@@ -55,24 +55,33 @@ fn load(name: &str, inputs: &[(&str, usize)], outputs: &[(&str, usize)]) -> Comp
     CompiledModel::load(&model_bytes(name), &specs(inputs), &specs(outputs), true).unwrap()
 }
 
-fn preprocessor() -> CompiledModel {
-    load(
-        "feature_preprocessor",
-        &[("input", 256)],
-        &[("scaled", 256)],
-    )
+/// The reference ensemble's three steps, on our dense engine or on tract.
+fn steps(on_tract: bool) -> [CompiledModel; 3] {
+    let load = |name: &str, inputs: &[(&str, usize)], outputs: &[(&str, usize)]| {
+        let (bytes, i, o) = (model_bytes(name), specs(inputs), specs(outputs));
+        if on_tract {
+            CompiledModel::load_on_tract(&bytes, &i, &o, true).unwrap()
+        } else {
+            CompiledModel::load(&bytes, &i, &o, true).unwrap()
+        }
+    };
+    [
+        load(
+            "feature_preprocessor",
+            &[("input", 256)],
+            &[("scaled", 256)],
+        ),
+        load("main_model_v3", &[("input", 256)], &[("logits", 10)]),
+        load(
+            "confidence_calibrator",
+            &[("logits", 10)],
+            &[("predictions", 10), ("confidence", 1)],
+        ),
+    ]
 }
 
 fn mlp() -> CompiledModel {
     load("main_model_v3", &[("input", 256)], &[("logits", 10)])
-}
-
-fn calibrator() -> CompiledModel {
-    load(
-        "confidence_calibrator",
-        &[("logits", 10)],
-        &[("predictions", 10), ("confidence", 1)],
-    )
 }
 
 fn run(backend: &mut dyn Backend, input: &[f32], n: usize) -> Vec<f32> {
@@ -103,56 +112,79 @@ fn interleave(a: &[f32], wa: usize, b: &[f32], wb: usize) -> Vec<f32> {
 }
 
 #[test]
-fn each_step_matches_onnxruntime() {
-    let (pre, mlp, cal) = (preprocessor(), mlp(), calibrator());
-    for m in [&pre, &mlp, &cal] {
-        assert_eq!(m.engine_name(), "tract");
-    }
-    let (mut pre, mut mlp, mut cal) = (pre.instance(), mlp.instance(), cal.instance());
-    assert_eq!((pre.input_width(), pre.output_width()), (256, 256));
-    assert_eq!((mlp.input_width(), mlp.output_width()), (256, 10));
-    assert_eq!((cal.input_width(), cal.output_width()), (10, 11));
-    for case in ensemble().cases {
-        let n = case.batch;
-        let what = |s: &str| format!("{s} at batch {n}");
-        assert_close(
-            &run(&mut *pre, &case.features, n),
-            &case.scaled,
-            &what("scaled"),
-        );
-        assert_close(
-            &run(&mut *mlp, &case.scaled, n),
-            &case.logits,
-            &what("logits"),
-        );
-        assert_close(
-            &run(&mut *cal, &case.logits, n),
-            &interleave(&case.predictions, 10, &case.confidence, 1),
-            &what("predictions+confidence"),
-        );
+fn each_step_matches_onnxruntime_on_both_engines() {
+    for (on_tract, engine) in [(false, "inferdb-dense"), (true, "tract")] {
+        let [pre, mlp, cal] = steps(on_tract);
+        for m in [&pre, &mlp, &cal] {
+            assert_eq!(m.engine_name(), engine);
+        }
+        let (mut pre, mut mlp, mut cal) = (pre.instance(), mlp.instance(), cal.instance());
+        assert_eq!((pre.input_width(), pre.output_width()), (256, 256));
+        assert_eq!((mlp.input_width(), mlp.output_width()), (256, 10));
+        assert_eq!((cal.input_width(), cal.output_width()), (10, 11));
+        for case in ensemble().cases {
+            let n = case.batch;
+            let what = |s: &str| format!("{engine}: {s} at batch {n}");
+            assert_close(
+                &run(&mut *pre, &case.features, n),
+                &case.scaled,
+                &what("scaled"),
+            );
+            assert_close(
+                &run(&mut *mlp, &case.scaled, n),
+                &case.logits,
+                &what("logits"),
+            );
+            assert_close(
+                &run(&mut *cal, &case.logits, n),
+                &interleave(&case.predictions, 10, &case.confidence, 1),
+                &what("predictions+confidence"),
+            );
+        }
     }
 }
 
 #[test]
-fn chained_ensemble_matches_onnxruntime() {
-    let (pre, mlp, cal) = (preprocessor(), mlp(), calibrator());
-    let (mut pre, mut mlp, mut cal) = (pre.instance(), mlp.instance(), cal.instance());
+fn chained_ensemble_matches_onnxruntime_on_both_engines() {
+    for on_tract in [false, true] {
+        let [pre, mlp, cal] = steps(on_tract);
+        let (mut pre, mut mlp, mut cal) = (pre.instance(), mlp.instance(), cal.instance());
+        for case in ensemble().cases {
+            let n = case.batch;
+            let scaled = run(&mut *pre, &case.features, n);
+            let logits = run(&mut *mlp, &scaled, n);
+            let out = run(&mut *cal, &logits, n);
+            let predictions: Vec<f32> = out.chunks(11).flat_map(|r| r[..10].to_vec()).collect();
+            let confidence: Vec<f32> = out.chunks(11).map(|r| r[10]).collect();
+            let what = |s: &str| format!("{s} at batch {n} (tract: {on_tract})");
+            assert_close(&predictions, &case.predictions, &what("predictions"));
+            assert_close(&confidence, &case.confidence, &what("confidence"));
+        }
+    }
+}
+
+/// The whole ensemble as one graph (fixtures/ensemble_fused.onnx, what
+/// onnxruntime's timings are taken on) runs on the dense engine too.
+#[test]
+fn fused_ensemble_graph_matches_onnxruntime() {
+    let bytes = std::fs::read(fixtures().join("ensemble_fused.onnx")).unwrap();
+    let sig = onnx_signature(&bytes).unwrap();
+    let input = sig.inputs[0].name.clone();
+    let model = CompiledModel::load(
+        &bytes,
+        &specs(&[(&input, 256)]),
+        &specs(&[("predictions", 10), ("confidence", 1)]),
+        true,
+    )
+    .unwrap();
+    assert_eq!(model.engine_name(), "inferdb-dense");
+    let mut backend = model.instance();
     for case in ensemble().cases {
         let n = case.batch;
-        let scaled = run(&mut *pre, &case.features, n);
-        let logits = run(&mut *mlp, &scaled, n);
-        let out = run(&mut *cal, &logits, n);
-        let predictions: Vec<f32> = out.chunks(11).flat_map(|r| r[..10].to_vec()).collect();
-        let confidence: Vec<f32> = out.chunks(11).map(|r| r[10]).collect();
         assert_close(
-            &predictions,
-            &case.predictions,
-            &format!("predictions at batch {n}"),
-        );
-        assert_close(
-            &confidence,
-            &case.confidence,
-            &format!("confidence at batch {n}"),
+            &run(&mut *backend, &case.features, n),
+            &interleave(&case.predictions, 10, &case.confidence, 1),
+            &format!("fused ensemble at batch {n}"),
         );
     }
 }
