@@ -637,6 +637,7 @@ fn load_onnx(
     let compiled = CompiledModel::load(&bytes, &inputs, &outputs, config.max_batch_size > 0)
         .map_err(|e| cfg_err(name, format!("version {version}: {e}")))?;
     let engine = compiled.engine_name();
+    tracing::info!(model = name, version, engine, "model compiled");
     let batcher = Batcher::start(
         &format!("{name}:{version}"),
         batcher_config(inner, &config),
