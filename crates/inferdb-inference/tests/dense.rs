@@ -5,13 +5,13 @@
 //! not take fall back to tract and still answer.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use inferdb_inference::onnx::proto;
 use inferdb_inference::{CompiledModel, IoSpec};
 use proptest::prelude::*;
-use prost::Message;
 
 use proto::attribute_proto::AttributeType;
-use proto::tensor_shape_proto::{Dimension, dimension};
 
 /// xorshift: graphs and data from one seed.
 struct Rng(u64);
@@ -113,47 +113,16 @@ impl Graph {
     }
 
     fn model(&self, input: (&str, usize), outputs: &[(String, usize)], opset: i64) -> Vec<u8> {
-        let info = |name: &str, w: usize| proto::ValueInfoProto {
-            name: name.into(),
-            r#type: Some(proto::TypeProto {
-                value: Some(proto::type_proto::Value::TensorType(
-                    proto::type_proto::Tensor {
-                        elem_type: 1,
-                        shape: Some(proto::TensorShapeProto {
-                            dim: vec![
-                                Dimension {
-                                    value: Some(dimension::Value::DimParam("N".into())),
-                                    ..Default::default()
-                                },
-                                Dimension {
-                                    value: Some(dimension::Value::DimValue(w as i64)),
-                                    ..Default::default()
-                                },
-                            ],
-                        }),
-                    },
-                )),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        proto::ModelProto {
-            ir_version: 8,
-            opset_import: vec![proto::OperatorSetIdProto {
-                domain: String::new(),
-                version: opset,
-            }],
-            graph: Some(proto::GraphProto {
-                node: self.nodes.clone(),
-                name: "g".into(),
-                initializer: self.inits.clone(),
-                input: vec![info(input.0, input.1)],
-                output: outputs.iter().map(|(n, w)| info(n, *w)).collect(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .encode_to_vec()
+        common::model_bytes(
+            self.nodes.clone(),
+            self.inits.clone(),
+            vec![common::value_info(input.0, Some("N"), input.1)],
+            outputs
+                .iter()
+                .map(|(n, w)| common::value_info(n, Some("N"), *w))
+                .collect(),
+            opset,
+        )
     }
 }
 

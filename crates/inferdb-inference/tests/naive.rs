@@ -6,6 +6,8 @@
 //! cover both the row-block path and the tree-group path.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use inferdb_inference::TreeEnsemble;
 use inferdb_inference::onnx::proto;
 use proptest::prelude::*;
@@ -244,34 +246,7 @@ fn encode(spec: &Spec) -> Vec<u8> {
         attribute.push(string("aggregate_function", spec.aggregate));
         "TreeEnsembleRegressor"
     };
-    let input = proto::ValueInfoProto {
-        name: "X".into(),
-        r#type: Some(proto::TypeProto {
-            value: Some(proto::type_proto::Value::TensorType(
-                proto::type_proto::Tensor {
-                    elem_type: 1,
-                    shape: Some(proto::TensorShapeProto {
-                        dim: vec![
-                            proto::tensor_shape_proto::Dimension {
-                                value: Some(proto::tensor_shape_proto::dimension::Value::DimParam(
-                                    "N".into(),
-                                )),
-                                ..Default::default()
-                            },
-                            proto::tensor_shape_proto::Dimension {
-                                value: Some(proto::tensor_shape_proto::dimension::Value::DimValue(
-                                    spec.n_features as i64,
-                                )),
-                                ..Default::default()
-                            },
-                        ],
-                    }),
-                },
-            )),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let input = common::value_info("X", Some("N"), spec.n_features);
     let model = proto::ModelProto {
         ir_version: 8,
         graph: Some(proto::GraphProto {

@@ -4,13 +4,14 @@
 //! scripts/make_fixtures.py), plus the signature reader and load errors.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::PathBuf;
 
 use inferdb_inference::onnx::proto;
 use inferdb_inference::{
     Backend, CompiledModel, DataType, InferenceError, IoSpec, OnnxIo, onnx_signature,
 };
-use prost::Message;
 use serde::Deserialize;
 
 const TOL: f32 = 1e-4;
@@ -415,58 +416,20 @@ fn garbage_is_a_decode_error() {
 /// A one-node graph `x [N, 4] -> op -> y [N, 4]`; with `named` false the
 /// batch dim has no `dim_param` (what `FloatTensorType([None, 4])` gives).
 fn one_node_model(op: &str, named: bool) -> Vec<u8> {
-    let vi = |name: &str| proto::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(proto::TypeProto {
-            value: Some(proto::type_proto::Value::TensorType(
-                proto::type_proto::Tensor {
-                    elem_type: 1,
-                    shape: Some(proto::TensorShapeProto {
-                        dim: vec![
-                            proto::tensor_shape_proto::Dimension {
-                                value: named.then(|| {
-                                    proto::tensor_shape_proto::dimension::Value::DimParam(
-                                        "N".into(),
-                                    )
-                                }),
-                                ..Default::default()
-                            },
-                            proto::tensor_shape_proto::Dimension {
-                                value: Some(proto::tensor_shape_proto::dimension::Value::DimValue(
-                                    4,
-                                )),
-                                ..Default::default()
-                            },
-                        ],
-                    }),
-                },
-            )),
+    let batch = named.then_some("N");
+    common::model_bytes(
+        vec![proto::NodeProto {
+            name: "the_node".into(),
+            op_type: op.into(),
+            input: vec!["x".into()],
+            output: vec!["y".into()],
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    proto::ModelProto {
-        ir_version: 8,
-        opset_import: vec![proto::OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
         }],
-        graph: Some(proto::GraphProto {
-            name: "g".into(),
-            node: vec![proto::NodeProto {
-                name: "the_node".into(),
-                op_type: op.into(),
-                input: vec!["x".into()],
-                output: vec!["y".into()],
-                ..Default::default()
-            }],
-            input: vec![vi("x")],
-            output: vec![vi("y")],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
+        Vec::new(),
+        vec![common::value_info("x", batch, 4)],
+        vec![common::value_info("y", batch, 4)],
+        17,
+    )
 }
 
 #[test]
