@@ -369,7 +369,7 @@ fn view_features<'a>(s: &'a AppState, view: &str) -> ApiResult<&'a [inferdb_type
 }
 
 /// A JSON answer serialized straight from borrowed data.
-fn json_response<T: serde::Serialize>(v: &T) -> Response {
+pub(crate) fn json_response<T: serde::Serialize>(v: &T) -> Response {
     match serde_json::to_vec(v) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

@@ -8,18 +8,18 @@
 //! answer is sent (so every answered request has a durable record: what the
 //! bench checks). `GET /v1/inferences/{id}` reads a record back.
 
-use crate::api::{ApiError, ApiResult, AppState};
+use crate::api::{ApiError, ApiResult, AppState, json_response};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use inferdb_inference::{DataType, ModelHandle, Tensor};
 use inferdb_types::binding::Slot;
-use inferdb_types::{Binding, INFERENCE_STREAM, Timestamp, Value};
-use serde::Deserialize;
-use serde_json::{Value as JsonValue, json};
+use inferdb_types::{Binding, INFERENCE_STREAM, PlainJson, Timestamp, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as JsonValue;
 use std::time::{Duration, Instant};
 
 /// Default deadline of a request that gives no `timeout_ms`.
@@ -173,9 +173,10 @@ pub async fn infer(
         .map_err(|e| ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let ts = request_time(&req.context)?;
 
-    // Online features of every view slot.
+    // Online features of every view slot; `picked` remembers which
+    // (slot, view, feature) the record names.
     let mut rows: Vec<Vec<Value>> = vec![Vec::new(); binding.slots.len()];
-    let mut named = serde_json::Map::new();
+    let mut picked: Vec<(usize, usize, usize)> = Vec::new();
     for (i, key_field) in binding.key_fields() {
         let key = match key_field {
             None => entity.clone(),
@@ -197,11 +198,11 @@ pub async fn infer(
         let v = &catalog.views[*view];
         let mut read = s.engine.read_features(&v.name, &[key.as_str()], None)?;
         let values = read.pop().map(|r| r.values).unwrap_or_default();
-        for &f in fs {
-            if let (Some(feat), Some(val)) = (v.features.get(f), values.get(f)) {
-                named.insert(format!("{}:{}", v.name, feat.name), val.to_json());
-            }
-        }
+        picked.extend(
+            fs.iter()
+                .filter(|&&f| f < v.features.len() && f < values.len())
+                .map(|&f| (i, *view, f)),
+        );
         rows[i] = values;
     }
     let views: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
@@ -237,17 +238,20 @@ pub async fn infer(
     let inference_id = new_inference_id();
     let version = model.version().to_string();
     let preds: Vec<f64> = predictions.data.iter().map(|&x| f64::from(x)).collect();
-    for (k, v) in features {
-        named.insert(k.clone(), v.clone());
-    }
+    let inputs = RecordInputs {
+        picked: &picked,
+        rows: &rows,
+        views: &catalog.views,
+        request: features,
+    };
     let record = vec![
         Value::Str(inference_id.as_str().into()),
         Value::Str(entity.as_str().into()),
         Value::Ts(ts),
         Value::Str(model.name().into()),
         Value::Int(model.version()),
-        Value::Str(JsonValue::Object(named).to_string().into()),
-        Value::Str(json!(preds).to_string().into()),
+        Value::Str(json_text(&inputs)?.into()),
+        Value::Str(json_text(&preds)?.into()),
         confidence.map_or(Value::Null, |c| Value::Float(f64::from(c))),
         Value::Float(latency_ms),
     ];
@@ -255,19 +259,76 @@ pub async fn infer(
         .submit_rows(INFERENCE_STREAM, vec![record])?
         .wait()
         .await?;
-    Ok(Json(json!({
-        "result": {
-            "predictions": preds,
-            "confidence": confidence,
-            "model_version": version,
+    Ok(json_response(&InferAnswer {
+        result: InferResult {
+            predictions: &preds,
+            confidence,
+            model_version: &version,
         },
-        "inference_id": inference_id,
-        "latency_ms": latency_ms,
-        "timestamp": Timestamp(ts).to_rfc3339(),
-        "model": model.name(),
-        "model_version": version,
+        inference_id: &inference_id,
+        latency_ms,
+        timestamp: Timestamp(ts).to_rfc3339(),
+        model: model.name(),
+        model_version: &version,
     }))
-    .into_response())
+}
+
+/// The answer of `/infer`, serialized straight from borrowed data.
+#[derive(Serialize)]
+struct InferAnswer<'a> {
+    result: InferResult<'a>,
+    inference_id: &'a str,
+    latency_ms: f64,
+    timestamp: String,
+    model: &'a str,
+    model_version: &'a str,
+}
+
+#[derive(Serialize)]
+struct InferResult<'a> {
+    predictions: &'a [f64],
+    confidence: Option<f32>,
+    model_version: &'a str,
+}
+
+/// The record's `features`: every bound view feature as `"view:feature"`
+/// and every request field, one JSON object written without building a map;
+/// a request field of the same name as a view feature wins (a view bound in
+/// two slots writes its names twice, the later slot last: what a JSON parser
+/// keeps).
+struct RecordInputs<'a> {
+    picked: &'a [(usize, usize, usize)],
+    rows: &'a [Vec<Value>],
+    views: &'a [inferdb_types::View],
+    request: &'a serde_json::Map<String, JsonValue>,
+}
+
+impl Serialize for RecordInputs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        // Only a request field with a colon can shadow a view feature.
+        let shadowing = self.request.keys().any(|k| k.contains(':'));
+        for &(slot, view, f) in self.picked {
+            let (v, value) = (&self.views[view], &self.rows[slot][f]);
+            let name = &v.features[f].name;
+            if shadowing && self.request.contains_key(&format!("{}:{name}", v.name)) {
+                continue;
+            }
+            m.serialize_entry(&format_args!("{}:{name}", v.name), &PlainJson(value))?;
+        }
+        for (k, v) in self.request {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// JSON text of a value (a 500 if it cannot be written, which serde_json
+/// does not do for these types).
+fn json_text<T: Serialize>(v: &T) -> ApiResult<String> {
+    serde_json::to_string(v)
+        .map_err(|e| ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// `GET /v1/inferences/{id}`: the inference record, from the hot tier or,
