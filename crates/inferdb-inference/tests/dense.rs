@@ -13,23 +13,20 @@ use proptest::prelude::*;
 
 use proto::attribute_proto::AttributeType;
 
-/// xorshift: graphs and data from one seed.
-struct Rng(u64);
+use common::Rng;
 
-impl Rng {
-    fn new(seed: u64) -> Rng {
+/// Seeding and uniform floats on top of the shared generator.
+trait Draw {
+    fn seeded(seed: u64) -> Self;
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32;
+    fn vec(&mut self, len: usize) -> Vec<f32>;
+}
+
+impl Draw for Rng {
+    fn seeded(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// Uniform in [-1, 1).
     fn f(&mut self) -> f32 {
         ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
@@ -135,7 +132,7 @@ fn compare(bytes: &[u8], input_width: usize, outputs: &[(String, usize)], n: usi
     assert_eq!(ours.engine_name(), "inferdb-dense");
     let theirs = CompiledModel::load_on_tract(bytes, &inputs, &outs, true).unwrap();
     assert_eq!(theirs.engine_name(), "tract");
-    let x = Rng::new(seed ^ 0xABCD).vec(n * input_width);
+    let x = Rng::seeded(seed ^ 0xABCD).vec(n * input_width);
     let (mut a, mut b) = (Vec::new(), Vec::new());
     let mut ours = ours.instance();
     // Twice: the second run reuses the instance's buffers.
@@ -159,7 +156,7 @@ fn compare(bytes: &[u8], input_width: usize, outputs: &[(String, usize)], n: usi
 /// a random activation (or none), then a random head; sometimes an
 /// intermediate tensor is asked for as a second output.
 fn random_network(seed: u64) -> (Vec<u8>, usize, Vec<(String, usize)>) {
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::seeded(seed);
     let mut g = Graph::default();
     let input_width = 1 + rng.below(70);
     let mut cur = "x".to_string();
@@ -259,7 +256,7 @@ proptest! {
 fn every_elementwise_form_equals_tract() {
     let mut g = Graph::default();
     let w = 7;
-    let mut rng = Rng::new(5);
+    let mut rng = Rng::seeded(5);
     let row = g.init(&[1, w as i64], &rng.vec(w), true);
     let one = g.init(&[1], &[1.0], false);
     // Constant on the left of Sub and Div, on the right of Mul and Add.
@@ -325,7 +322,7 @@ fn opset_18_reduce_axes_as_an_input_equal_tract() {
 /// Gemm with transA) goes to tract and answers there.
 #[test]
 fn other_graphs_fall_back_to_tract() {
-    let mut rng = Rng::new(9);
+    let mut rng = Rng::seeded(9);
     let mut a = Graph::default();
     let abs = a.node("Abs", &["x"], vec![]);
     let mut b = Graph::default();

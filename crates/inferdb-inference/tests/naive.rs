@@ -36,17 +36,13 @@ enum Tree {
     },
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
+use common::Rng;
+
+trait Weight {
+    fn weight(&mut self) -> f32;
+}
+
+impl Weight for Rng {
     fn weight(&mut self) -> f32 {
         (self.below(2001) as f32 - 1000.0) / 250.0
     }

@@ -6,6 +6,24 @@ use prost::Message;
 
 use proto::tensor_shape_proto::{Dimension, dimension};
 
+/// xorshift64: graphs and data from one seed, no dependency needed. The
+/// state must not be zero.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
 /// A float tensor `[batch, width]`; `batch` names the batch dim's
 /// `dim_param`, or leaves it unknown (what `FloatTensorType([None, w])`
 /// gives).
