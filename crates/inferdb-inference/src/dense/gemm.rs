@@ -69,6 +69,11 @@ impl Packed {
         }
     }
 
+    /// Output columns.
+    pub(crate) fn m(&self) -> usize {
+        self.m
+    }
+
     fn n_panels(&self) -> usize {
         self.m.div_ceil(NR)
     }

@@ -333,6 +333,17 @@ impl Compiler {
         id
     }
 
+    /// A product step `out = x · w` (ReLU fused later if it follows).
+    fn push_dense(&mut self, x: ValueId, out: &str, w: Packed) {
+        let y = self.new_value(out, w.m());
+        self.ops.push(Op::Dense {
+            x,
+            y,
+            w,
+            relu: false,
+        });
+    }
+
     fn sym(&self, name: &str) -> Result<&Sym, NotDense> {
         self.syms
             .get(name)
@@ -446,13 +457,7 @@ impl Compiler {
                     },
                     |j| beta * bias[j],
                 );
-                let y = self.new_value(out, m);
-                self.ops.push(Op::Dense {
-                    x,
-                    y,
-                    w,
-                    relu: false,
-                });
+                self.push_dense(x, out, w);
             }
             "MatMul" => {
                 let x = self.value(input(0)?)?;
@@ -468,13 +473,7 @@ impl Compiler {
                     ));
                 }
                 let w = Packed::new(k, m, |kk, j| b[kk * m + j], |_| 0.0);
-                let y = self.new_value(out, m);
-                self.ops.push(Op::Dense {
-                    x,
-                    y,
-                    w,
-                    relu: false,
-                });
+                self.push_dense(x, out, w);
             }
             "Add" | "Sub" | "Mul" | "Div" => {
                 let f = match op {
