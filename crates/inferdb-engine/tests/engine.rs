@@ -1143,8 +1143,10 @@ fn an_inference_record_that_left_the_hot_tier_is_found_in_the_history() {
     use inferdb_engine::parquet::file::reader::{FileReader, SerializedFileReader};
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    // A hot tier of a few records per shard: most ids leave it at once.
-    cfg.hot_tier_bytes = 8 * 1024;
+    // One shard of a few dozen records: which ids leave it does not hang
+    // on the per-process hash seed (with several shards it did).
+    cfg.shards = 1;
+    cfg.hot_tier_bytes = 4 * 1024;
     let t0 = 1_767_225_600_000i64;
     let engine = Engine::open(cfg).unwrap();
     let stream = inferdb_types::INFERENCE_STREAM;
