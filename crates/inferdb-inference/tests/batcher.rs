@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use inferdb_inference::{Backend, Batcher, BatcherConfig, InferenceError, TreeEnsemble};
@@ -19,6 +19,8 @@ struct Probe {
     batches: Mutex<Vec<usize>>,
     running: AtomicUsize,
     max_running: AtomicUsize,
+    /// Names of the threads batches ran on.
+    threads: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Two values in, two out: `[x0 * 2, x1 + 1]` per row, optionally sleeping per
@@ -34,6 +36,11 @@ impl Backend for Echo {
         let now = self.probe.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.probe.max_running.fetch_max(now, Ordering::SeqCst);
         self.probe.batches.lock().push(n);
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        self.probe.threads.lock().insert(thread);
         if !self.sleep.is_zero() {
             std::thread::sleep(self.sleep);
         }
@@ -66,9 +73,13 @@ fn cfg(max_batch_size: usize, delay_ms: u64) -> BatcherConfig {
 }
 
 fn echo(cfg: BatcherConfig, sleep: Duration) -> (Batcher, Arc<Probe>) {
+    echo_named("echo", cfg, sleep)
+}
+
+fn echo_named(name: &str, cfg: BatcherConfig, sleep: Duration) -> (Batcher, Arc<Probe>) {
     let probe = Arc::new(Probe::default());
     let p = Arc::clone(&probe);
-    let b = Batcher::start("echo", cfg, move || {
+    let b = Batcher::start(name, cfg, move || {
         Ok(Box::new(Echo {
             probe: Arc::clone(&p),
             sleep,
@@ -431,5 +442,97 @@ proptest! {
         prop_assert_eq!(s.requests_executed, sizes.len() as u64);
         prop_assert_eq!(s.rows_executed, total as u64);
         prop_assert!(s.max_batch_rows <= 8);
+    }
+}
+
+/// Queues request `i` on `a`, whose answer is queued on `b`, whose answer
+/// is queued on `c`, whose answer goes to `tx` (an ensemble's three steps).
+fn chain(
+    i: usize,
+    (a, b, c): (&Batcher, &Arc<Batcher>, &Arc<Batcher>),
+    tx: &std::sync::mpsc::Sender<(usize, Result<Vec<f32>, InferenceError>)>,
+) {
+    let flag = || Arc::new(AtomicBool::new(false));
+    let (b, c, tx) = (Arc::clone(b), Arc::clone(c), tx.clone());
+    a.submit_then(
+        vec![i as f32, 0.0],
+        1,
+        None,
+        flag(),
+        Box::new(move |r| {
+            b.submit_then(
+                r.unwrap(),
+                1,
+                None,
+                flag(),
+                Box::new(move |r| {
+                    c.submit_then(
+                        r.unwrap(),
+                        1,
+                        None,
+                        flag(),
+                        Box::new(move |r| tx.send((i, r)).unwrap()),
+                    );
+                }),
+            );
+        }),
+    );
+}
+
+#[test]
+fn a_chained_step_runs_on_the_execution_thread_that_fed_it_with_the_same_answers() {
+    let (a, pa) = echo_named("a", cfg(16, 0), Duration::ZERO);
+    let (b, pb) = echo_named("b", cfg(16, 0), Duration::ZERO);
+    let (c, pc) = echo_named("c", cfg(16, 0), Duration::ZERO);
+    let (b, c) = (Arc::new(b), Arc::new(c));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let recv = || rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    // One request at a time: the first step's thread has nothing else to
+    // do, so it runs steps 2 and 3 itself, every time.
+    for i in 0..50 {
+        chain(i, (&a, &b, &c), &tx);
+        let (j, r) = recv();
+        assert_eq!(j, i);
+        // Each step doubles x0 and adds 1 to x1.
+        assert_eq!(r.unwrap(), vec![i as f32 * 8.0, 3.0]);
+    }
+    assert_eq!(b.stats().inline_batches, 50);
+    assert_eq!(c.stats().inline_batches, 50);
+    assert_eq!(
+        a.stats().inline_batches,
+        0,
+        "the first step is fed by the caller"
+    );
+    for (p, own) in [(&pb, "inferdb-batch-b-0"), (&pc, "inferdb-batch-c-0")] {
+        assert_eq!(
+            *p.threads.lock(),
+            ["inferdb-batch-a-0".to_string()].into(),
+            "{own}"
+        );
+    }
+    // Bursts: hand-overs and wake-ups mix; every request is answered once,
+    // right, and only on model execution threads.
+    let n = 400;
+    for i in 0..n {
+        chain(i, (&a, &b, &c), &tx);
+        if i % 40 == 39 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let mut seen = vec![false; n];
+    for _ in 0..n {
+        let (i, r) = recv();
+        assert_eq!(r.unwrap(), vec![i as f32 * 8.0, 3.0], "request {i}");
+        assert!(!seen[i], "request {i} answered twice");
+        seen[i] = true;
+    }
+    for s in [b.stats(), c.stats()] {
+        assert_eq!(s.requests_executed, n as u64 + 50);
+        assert!(s.inline_batches <= s.batches);
+    }
+    for p in [&pa, &pb, &pc] {
+        for t in p.threads.lock().iter() {
+            assert!(t.starts_with("inferdb-batch-"), "a batch ran on {t}");
+        }
     }
 }

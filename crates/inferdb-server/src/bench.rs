@@ -595,8 +595,9 @@ pub fn run_infer(args: &InferBenchArgs) -> anyhow::Result<()> {
                 && b.batches > 0
             {
                 println!(
-                    "  {name}: {} batches, {:.1} rows per batch on average, max {}",
+                    "  {name}: {} batches ({} run by the previous step's thread), {:.1} rows per batch on average, max {}",
                     b.batches,
+                    b.inline_batches,
                     b.rows_executed as f64 / b.batches as f64,
                     b.max_batch_rows
                 );

@@ -109,18 +109,18 @@ fn request_time(ctx: &Option<serde_json::Map<String, JsonValue>>) -> ApiResult<i
 }
 
 fn new_inference_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let x: u128 = rand::random();
-    // UUID version 4, variant 1.
+    // UUID version 4, variant 1, as 8-4-4-4-12 lowercase hex digits.
     let x = (x & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let h = format!("{x:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    let mut id = String::with_capacity(36);
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            id.push('-');
+        }
+        id.push(char::from(HEX[((x >> (124 - 4 * i)) & 0xf) as usize]));
+    }
+    id
 }
 
 /// `POST /infer`.
@@ -174,9 +174,9 @@ pub async fn infer(
     let ts = request_time(&req.context)?;
 
     // Online features of every view slot; `picked` remembers which
-    // (slot, view, feature) the record names.
+    // (slot, position in the slot's features) the record names.
     let mut rows: Vec<Vec<Value>> = vec![Vec::new(); binding.slots.len()];
-    let mut picked: Vec<(usize, usize, usize)> = Vec::new();
+    let mut picked: Vec<(usize, usize)> = Vec::new();
     for (i, key_field) in binding.key_fields() {
         let key = match key_field {
             None => entity.clone(),
@@ -200,8 +200,9 @@ pub async fn infer(
         let values = read.pop().map(|r| r.values).unwrap_or_default();
         picked.extend(
             fs.iter()
-                .filter(|&&f| f < v.features.len() && f < values.len())
-                .map(|&f| (i, *view, f)),
+                .enumerate()
+                .filter(|&(_, &f)| f < v.features.len() && f < values.len())
+                .map(|(j, _)| (i, j)),
         );
         rows[i] = values;
     }
@@ -241,7 +242,7 @@ pub async fn infer(
     let inputs = RecordInputs {
         picked: &picked,
         rows: &rows,
-        views: &catalog.views,
+        slots: &binding.slots,
         request: features,
     };
     let record = vec![
@@ -297,9 +298,9 @@ struct InferResult<'a> {
 /// two slots writes its names twice, the later slot last: what a JSON parser
 /// keeps).
 struct RecordInputs<'a> {
-    picked: &'a [(usize, usize, usize)],
+    picked: &'a [(usize, usize)],
     rows: &'a [Vec<Value>],
-    views: &'a [inferdb_types::View],
+    slots: &'a [Slot],
     request: &'a serde_json::Map<String, JsonValue>,
 }
 
@@ -309,13 +310,23 @@ impl Serialize for RecordInputs<'_> {
         let mut m = s.serialize_map(None)?;
         // Only a request field with a colon can shadow a view feature.
         let shadowing = self.request.keys().any(|k| k.contains(':'));
-        for &(slot, view, f) in self.picked {
-            let (v, value) = (&self.views[view], &self.rows[slot][f]);
-            let name = &v.features[f].name;
-            if shadowing && self.request.contains_key(&format!("{}:{name}", v.name)) {
+        for &(slot, j) in self.picked {
+            let Some(Slot::View {
+                features, names, ..
+            }) = self.slots.get(slot)
+            else {
+                continue;
+            };
+            let (Some(&f), Some(name)) = (features.get(j), names.get(j)) else {
+                continue;
+            };
+            let Some(value) = self.rows.get(slot).and_then(|r| r.get(f)) else {
+                continue;
+            };
+            if shadowing && self.request.contains_key(name) {
                 continue;
             }
-            m.serialize_entry(&format_args!("{}:{name}", v.name), &PlainJson(value))?;
+            m.serialize_entry(name.as_str(), &PlainJson(value))?;
         }
         for (k, v) in self.request {
             m.serialize_entry(k, v)?;
@@ -377,5 +388,16 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+        for (i, c) in a.char_indices() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                assert_eq!(c, '-', "{a}");
+            } else {
+                assert!(matches!(c, '0'..='9' | 'a'..='f'), "{a}");
+            }
+        }
+        // 122 random bits: no repeats in a few thousand.
+        let ids: std::collections::HashSet<String> =
+            (0..5000).map(|_| new_inference_id()).collect();
+        assert_eq!(ids.len(), 5000);
     }
 }

@@ -129,6 +129,9 @@ pub enum Slot {
     View {
         view: usize,
         features: Vec<usize>,
+        /// `"view:feature"` of each of `features`: the names an inference
+        /// record gives them (made once here, not per request).
+        names: Vec<String>,
         key: Option<String>,
         transform: Transform,
         fill: f32,
@@ -225,9 +228,14 @@ impl Binding {
                         "{ctx}: view features take only the identity or log1p transform"
                     ));
                 }
+                let names = features
+                    .iter()
+                    .map(|&f| format!("{}:{}", v.name, v.features[f].name))
+                    .collect();
                 slots.push(Slot::View {
                     view: vi,
                     features,
+                    names,
                     key: s.key.clone(),
                     transform,
                     fill: s.fill.unwrap_or(0.0) as f32,
