@@ -604,8 +604,13 @@ impl Batcher {
         let sh = &*self.shared;
         sh.queue.lock().closing = true;
         sh.ready.notify_all();
+        let me = std::thread::current().id();
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            // Dropped by a continuation on one of its own threads: that
+            // thread ends by itself once the queue is empty.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
         }
         let mut q = sh.queue.lock();
         for r in q.requests.drain(..) {
@@ -645,11 +650,17 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
+        let mut answers = Vec::new();
         while self.next_batch() {
-            let handed_over = {
-                let mut ex = self.exec.lock();
-                execute(&self.shared, &mut ex, &mut self.batch)
-            };
+            execute(
+                &self.shared,
+                &mut self.exec.lock(),
+                &mut self.batch,
+                &mut answers,
+            );
+            // Answered with no instance lock held: a continuation may queue
+            // work anywhere, or drop the last handle of a model.
+            let handed_over = answer(&mut answers);
             run_handed_over(&self.shared, handed_over);
         }
     }
@@ -715,10 +726,14 @@ fn take_batch(sh: &Shared, q: &mut Queue, k: usize, batch: &mut Vec<Request>) {
     }
 }
 
-/// Runs `batch` on one backend instance and answers its requests; returns
-/// the batchers the answers queued work on without waking their threads
-/// (for [`run_handed_over`], once no instance lock is held).
-fn execute(sh: &Shared, ex: &mut Exec, batch: &mut Vec<Request>) -> Vec<Arc<Shared>> {
+/// Runs `batch` on one backend instance; each request's answer goes to
+/// `answers`, to be sent by [`answer`] once the instance is unlocked.
+fn execute(
+    sh: &Shared,
+    ex: &mut Exec,
+    batch: &mut Vec<Request>,
+    answers: &mut Vec<(ReplyTo, Reply)>,
+) {
     let rows: usize = batch.iter().map(|r| r.rows).sum();
     ex.input.clear();
     for r in batch.iter() {
@@ -758,22 +773,28 @@ fn execute(sh: &Shared, ex: &mut Exec, batch: &mut Vec<Request>) -> Vec<Arc<Shar
     bump(&c.rows_executed, rows as u64);
     bump(&c.histogram[bucket(rows)], 1);
     c.max_batch_rows.fetch_max(rows as u64, Ordering::Relaxed);
-    let outer = HANDED_OVER.replace(Some(Vec::new()));
     match result {
         Ok(()) => {
             let mut off = 0;
             for r in batch.drain(..) {
                 let len = r.rows * sh.output_width;
-                r.reply.send(Ok(ex.out[off..off + len].to_vec()));
+                answers.push((r.reply, Ok(ex.out[off..off + len].to_vec())));
                 off += len;
             }
         }
         Err(e) => {
             bump(&c.failed_batches, 1);
-            for r in batch.drain(..) {
-                r.reply.send(Err(e.clone()));
-            }
+            answers.extend(batch.drain(..).map(|r| (r.reply, Err(e.clone()))));
         }
+    }
+}
+
+/// Sends a batch's answers; returns the batchers their continuations queued
+/// work on without waking their threads (for [`run_handed_over`]).
+fn answer(answers: &mut Vec<(ReplyTo, Reply)>) -> Vec<Arc<Shared>> {
+    let outer = HANDED_OVER.replace(Some(Vec::new()));
+    for (reply, r) in answers.drain(..) {
+        reply.send(r);
     }
     HANDED_OVER.replace(outer).unwrap_or_default()
 }
@@ -835,15 +856,15 @@ fn run_inline(sh: &Arc<Shared>) -> Vec<Arc<Shared>> {
         };
         drop(q);
         let expired = std::mem::take(&mut ex.expired);
-        answer_expired(sh, expired);
-        let handed_over = if run && !batch.is_empty() {
+        let mut answers = Vec::new();
+        if run && !batch.is_empty() {
             bump(&sh.counters.inline_batches, 1);
-            execute(sh, ex, &mut batch)
-        } else {
-            Vec::new()
-        };
+            execute(sh, ex, &mut batch, &mut answers);
+        }
         ex.batch = batch;
-        return handed_over;
+        drop(guard);
+        answer_expired(sh, expired);
+        return answer(&mut answers);
     }
     // Every instance is running a batch; its thread (or this model's, if a
     // hand-over holds the instance) looks at the queue next.

@@ -496,19 +496,20 @@ fn a_chained_step_runs_on_the_execution_thread_that_fed_it_with_the_same_answers
         // Each step doubles x0 and adds 1 to x1.
         assert_eq!(r.unwrap(), vec![i as f32 * 8.0, 3.0]);
     }
-    assert_eq!(b.stats().inline_batches, 50);
-    assert_eq!(c.stats().inline_batches, 50);
+    // A model's own thread never sees a handed-over request unless it is
+    // planning at that moment, which in this phase only its first pass
+    // after starting can do: at most one batch each on their own threads.
+    for s in [b.stats(), c.stats()] {
+        assert_eq!(s.batches, 50);
+        assert!(s.inline_batches >= 49, "{s:?}");
+    }
     assert_eq!(
         a.stats().inline_batches,
         0,
         "the first step is fed by the caller"
     );
-    for (p, own) in [(&pb, "inferdb-batch-b-0"), (&pc, "inferdb-batch-c-0")] {
-        assert_eq!(
-            *p.threads.lock(),
-            ["inferdb-batch-a-0".to_string()].into(),
-            "{own}"
-        );
+    for p in [&pb, &pc] {
+        assert!(p.threads.lock().contains("inferdb-batch-a-0"));
     }
     // Bursts: hand-overs and wake-ups mix; every request is answered once,
     // right, and only on model execution threads.
@@ -535,4 +536,35 @@ fn a_chained_step_runs_on_the_execution_thread_that_fed_it_with_the_same_answers
             assert!(t.starts_with("inferdb-batch-"), "a batch ran on {t}");
         }
     }
+}
+
+#[test]
+fn a_batcher_dropped_by_a_continuation_on_its_own_thread_shuts_down() {
+    // A model unloaded while its last request's continuation holds the last
+    // handle: the drop happens on the batcher's own execution thread.
+    let (a, probe) = echo_named("own", cfg(4, 0), Duration::ZERO);
+    let slot = Arc::new(Mutex::new(None::<Batcher>));
+    let (tx, rx) = std::sync::mpsc::channel();
+    *slot.lock() = Some(a);
+    let held = Arc::clone(&slot);
+    let guard = slot.lock();
+    // The continuation waits for this lock: the batcher is in the slot.
+    guard.as_ref().unwrap().submit_then(
+        vec![1.0, 2.0],
+        1,
+        None,
+        Arc::new(AtomicBool::new(false)),
+        Box::new(move |r| {
+            let thread = std::thread::current().name().map(str::to_string);
+            let last = held.lock().take();
+            drop(last);
+            tx.send((r, thread)).unwrap();
+        }),
+    );
+    drop(guard);
+    let (r, thread) = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(r.unwrap(), vec![2.0, 3.0]);
+    assert_eq!(*probe.batches.lock(), vec![1]);
+    assert!(slot.lock().is_none());
+    assert_eq!(thread.as_deref(), Some("inferdb-batch-own-0"));
 }
