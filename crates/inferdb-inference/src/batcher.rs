@@ -671,24 +671,13 @@ impl Worker {
         let sh = Arc::clone(&self.shared);
         let mut q = sh.queue.lock();
         loop {
-            let closing = q.closing;
-            let plan = plan(
-                &sh,
-                &mut q.requests,
-                &mut self.expired,
-                closing,
-                Instant::now(),
-            );
-            q.rows = q.requests.iter().map(|r| r.rows).sum();
+            let plan = plan(&sh, &mut q, &mut self.expired);
             if !self.expired.is_empty() {
                 let expired = std::mem::take(&mut self.expired);
                 parking_lot::MutexGuard::unlocked(&mut q, || answer_expired(&sh, expired));
                 // The queue may have changed meanwhile: plan again.
                 continue;
             }
-            sh.counters
-                .queued
-                .store(q.requests.len(), Ordering::Relaxed);
             match plan {
                 Plan::Run(k) => {
                     take_batch(&sh, &mut q, k, &mut self.batch);
@@ -829,18 +818,7 @@ fn run_inline(sh: &Arc<Shared>) -> Vec<Arc<Shared>> {
         };
         let ex = &mut *guard;
         let mut q = sh.queue.lock();
-        let closing = q.closing;
-        let plan = plan(
-            sh,
-            &mut q.requests,
-            &mut ex.expired,
-            closing,
-            Instant::now(),
-        );
-        q.rows = q.requests.iter().map(|r| r.rows).sum();
-        sh.counters
-            .queued
-            .store(q.requests.len(), Ordering::Relaxed);
+        let plan = plan(sh, &mut q, &mut ex.expired);
         let mut batch = std::mem::take(&mut ex.batch);
         let run = match plan {
             Plan::Run(k) => {
@@ -875,7 +853,19 @@ fn run_inline(sh: &Arc<Shared>) -> Vec<Arc<Shared>> {
 /// Drops expired and cancelled requests from the candidate batch at the queue
 /// head, then decides whether it runs now. Only the head is scanned (at most
 /// `max_batch_size` live requests), so the cost per wake-up is bounded.
-fn plan(
+/// Plans the queue head now ([`plan_head`]) and brings the queue's row
+/// count and the queued gauge up to date.
+fn plan(sh: &Shared, q: &mut Queue, expired: &mut Vec<Request>) -> Plan {
+    let closing = q.closing;
+    let p = plan_head(sh, &mut q.requests, expired, closing, Instant::now());
+    q.rows = q.requests.iter().map(|r| r.rows).sum();
+    sh.counters
+        .queued
+        .store(q.requests.len(), Ordering::Relaxed);
+    p
+}
+
+fn plan_head(
     sh: &Shared,
     queue: &mut VecDeque<Request>,
     expired: &mut Vec<Request>,
