@@ -113,13 +113,25 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-/// Builds the router over an engine.
-pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+/// Builds the HTTP service over an engine: the [`router`] behind the
+/// [`ApiService`] fast path for single feature reads.
+pub fn app(state: AppState, max_body_bytes: usize) -> ApiService {
+    ApiService {
+        router: router(state.clone(), max_body_bytes),
+        fast: std::sync::Arc::new(FastPath {
+            state,
+            read_ok: std::sync::OnceLock::new(),
+        }),
+    }
+}
+
+/// Every endpoint as an axum router.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/events/{stream}", post(post_events))
         .route("/v1/streams/{stream}/stats", get(stream_stats))
         .route("/v1/streams/{stream}/dead-letters", get(dead_letters))
-        .route("/v1/features/{view}/{key}", get(get_features))
+        .route(FEATURE_READ_ROUTE, get(get_features))
         .route("/v1/features/{view}", post(post_features))
         .route("/get-online-features", post(feast_online_features))
         .route("/v1/entities/{stream}/{key}/records", get(entity_records))
@@ -370,8 +382,10 @@ fn view_features<'a>(s: &'a AppState, view: &str) -> ApiResult<&'a [inferdb_type
 
 /// A JSON answer serialized straight from borrowed data.
 pub(crate) fn json_response<T: serde::Serialize>(v: &T) -> Response {
-    match serde_json::to_vec(v) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+    // Room for a feature row at once: the default 128 bytes would grow twice.
+    let mut body = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut body, v) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -382,12 +396,97 @@ async fn get_features(
     Query(q): Query<AsOfQuery>,
 ) -> ApiResult<Response> {
     let as_of = parse_as_of(q.as_of.as_deref())?;
-    let rows = s.engine.read_features(&view, &[key.as_str()], as_of)?;
-    let features = view_features(&s, &view)?;
+    read_one(&s, &view, &key, as_of)
+}
+
+/// `GET /v1/features/{view}/{key}` once its parts are decoded: the router's
+/// handler and the [`ApiService`] fast path both answer with this.
+fn read_one(s: &AppState, view: &str, key: &str, as_of: Option<i64>) -> ApiResult<Response> {
+    let rows = s.engine.read_features(view, &[key], as_of)?;
+    let features = view_features(s, view)?;
     let row = rows
         .first()
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no row"))?;
-    Ok(json_response(&feature_row_json(&key, features, row)))
+    Ok(json_response(&feature_row_json(key, features, row)))
+}
+
+/// The route template of single feature reads, as the HTTP metrics label it.
+const FEATURE_READ_ROUTE: &str = "/v1/features/{view}/{key}";
+
+/// The HTTP service: single feature reads — the hottest endpoint, a few
+/// microseconds of engine work — are answered here without the router's
+/// generic machinery (route matching, parameter maps, extractors, boxed
+/// middleware), which costs more than the read itself; everything else,
+/// and any feature read this does not recognise as plain, goes to the
+/// router. A read is plain when it is a `GET` of
+/// `/v1/features/{view}/{key}` with no query string and no `%` escapes in
+/// either segment; then the router would have decoded the same two
+/// strings, and both paths answer through the same function and count the
+/// same HTTP metrics, so the answers are identical byte for byte
+/// (`tests/api.rs` compares them).
+#[derive(Clone)]
+pub struct ApiService {
+    router: Router,
+    // hyper clones the service for every request: one reference count.
+    fast: std::sync::Arc<FastPath>,
+}
+
+struct FastPath {
+    state: AppState,
+    // The HTTP metric handles of a successful read, resolved on the first.
+    read_ok: std::sync::OnceLock<HttpHandles>,
+}
+
+impl ApiService {
+    /// The (view, key) of a plain single feature read.
+    fn plain_feature_read(req: &Request) -> Option<(&str, &str)> {
+        if req.method() != axum::http::Method::GET || req.uri().query().is_some() {
+            return None;
+        }
+        let rest = req.uri().path().strip_prefix("/v1/features/")?;
+        let (view, key) = rest.split_once('/')?;
+        let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
+        (plain(view) && plain(key)).then_some((view, key))
+    }
+}
+
+impl tower::Service<Request> for ApiService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<Response, std::convert::Infallible>>,
+        axum::routing::future::RouteFuture<std::convert::Infallible>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<Request>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let Some((view, key)) = Self::plain_feature_read(&req) else {
+            return futures_util::future::Either::Right(tower::Service::call(
+                &mut self.router,
+                req,
+            ));
+        };
+        let start = Instant::now();
+        let resp =
+            read_one(&self.fast.state, view, key, None).unwrap_or_else(|e| e.into_response());
+        let handles =
+            |status: u16| http_handles(FEATURE_READ_ROUTE, &axum::http::Method::GET, status);
+        let status = resp.status().as_u16();
+        let (count, latency) = if status == 200 {
+            self.fast.read_ok.get_or_init(|| handles(200)).clone()
+        } else {
+            handles(status)
+        };
+        latency.record(start.elapsed().as_secs_f64());
+        count.increment(1);
+        futures_util::future::Either::Left(std::future::ready(Ok(resp)))
+    }
 }
 
 #[derive(Deserialize)]

@@ -70,7 +70,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         let _ = tcp.set_nodelay(true);
     });
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
+        axum::serve(listener, axum::ServiceExt::into_make_service(router))
             .with_graceful_shutdown(async move {
                 let _ = stopped.await;
             })

@@ -279,6 +279,123 @@ async fn feature_reads_single_batch_and_feast_shaped() {
     assert_eq!(v["results"][1]["values"], json!([2, 2]));
 }
 
+/// The feature-read count of the HTTP metrics for one status.
+async fn feature_reads_counted(f: &Fixture, status: u16) -> f64 {
+    let (_, v) = f.get("/metrics").await;
+    let text = v.as_str().unwrap().to_string();
+    text.lines()
+        .filter(|l| l.starts_with("inferdb_http_requests_total{"))
+        .filter(|l| l.contains(r#"route="/v1/features/{view}/{key}""#))
+        .filter(|l| l.contains(&format!(r#"status="{status}""#)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn the_fast_feature_read_answers_byte_for_byte_as_the_router() {
+    let f = fixture();
+    let body = format!(
+        "[{},{},{}]",
+        ev("user_1", "2026-01-01T00:00:00Z", 10.0, "m_1"),
+        ev("user_1", "2026-01-01T00:10:00Z", 20.5, "m_2"),
+        ev("user 2", "2026-01-01T00:12:30Z", 5.0, "m_1"),
+    );
+    let (s, _) = f.post("/v1/events/transactions", &body).await;
+    assert_eq!(s, StatusCode::OK);
+    let state = AppState {
+        engine: f.engine.clone(),
+        max_keys_per_read: 100,
+        models: None,
+        sql: Default::default(),
+    };
+    let fast = app(state.clone(), 64 * 1024);
+    let slow = inferdb_server::api::router(state, 64 * 1024);
+    async fn answer<S>(svc: S, method: &str, uri: &str) -> (StatusCode, String, String)
+    where
+        S: tower::Service<
+                Request<Body>,
+                Response = axum::response::Response,
+                Error = std::convert::Infallible,
+            >,
+    {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let resp = svc.oneshot(req).await.unwrap();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, ct, String::from_utf8(body.to_vec()).unwrap())
+    }
+    // Plain reads (the fast path) and reads the router must decode.
+    let cases = [
+        ("GET", "/v1/features/user_txn/user_1", StatusCode::OK),
+        ("GET", "/v1/features/user_txn/ghost", StatusCode::OK),
+        ("GET", "/v1/features/merchant_txn/m_1", StatusCode::OK),
+        ("GET", "/v1/features/nope/user_1", StatusCode::NOT_FOUND),
+        ("GET", "/v1/features/user_txn/user%202", StatusCode::OK),
+        ("GET", "/v1/features/user_txn/user%5F1", StatusCode::OK),
+        ("GET", "/v1/features/user_txn/%FF", StatusCode::BAD_REQUEST),
+        (
+            "GET",
+            "/v1/features/user_txn/user_1?as_of=2026-01-01T01:05:00Z",
+            StatusCode::OK,
+        ),
+        (
+            "GET",
+            "/v1/features/user_txn/user_1?as_of=soon",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET", "/v1/features/user_txn/", StatusCode::NOT_FOUND),
+        (
+            "GET",
+            "/v1/features/user_txn/user_1/more",
+            StatusCode::NOT_FOUND,
+        ),
+        ("GET", "/v1/features//user_1", StatusCode::NOT_FOUND),
+        (
+            "DELETE",
+            "/v1/features/user_txn/user_1",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ];
+    for (method, uri, want) in cases {
+        let a = answer(fast.clone(), method, uri).await;
+        let b = answer(slow.clone(), method, uri).await;
+        assert_eq!(a.0, want, "{method} {uri}: {}", a.2);
+        assert_eq!(a, b, "{method} {uri}");
+    }
+    // The escaped key reads the same entity as the plain one.
+    let plain = answer(fast.clone(), "GET", "/v1/features/user_txn/user_1").await;
+    let escaped = answer(fast.clone(), "GET", "/v1/features/user_txn/user%5F1").await;
+    assert_eq!(plain, escaped);
+    let v: Value = serde_json::from_str(&plain.2).unwrap();
+    assert_eq!(v["features"]["txn_count_1h"], 2);
+    assert_eq!(v["features"]["last_amount"], 20.5);
+    assert_eq!(plain.1, "application/json");
+
+    // The fast path counts its reads in the HTTP metrics like the router.
+    // (Other tests of this binary read features too, but far fewer than 60.)
+    let (ok0, missing0) = (
+        feature_reads_counted(&f, 200).await,
+        feature_reads_counted(&f, 404).await,
+    );
+    for _ in 0..60 {
+        let (s, _, _) = answer(fast.clone(), "GET", "/v1/features/user_txn/user_1").await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _, _) = answer(fast.clone(), "GET", "/v1/features/nope/x").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    assert!(feature_reads_counted(&f, 200).await >= ok0 + 60.0);
+    assert!(feature_reads_counted(&f, 404).await >= missing0 + 60.0);
+}
+
 #[tokio::test]
 async fn recent_records_newest_first_and_metrics() {
     let f = fixture();
