@@ -120,7 +120,9 @@ pub fn app(state: AppState, max_body_bytes: usize) -> ApiService {
         router: router(state.clone(), max_body_bytes),
         fast: std::sync::Arc::new(FastPath {
             state,
+            max_body_bytes,
             read_ok: std::sync::OnceLock::new(),
+            infer_ok: std::sync::OnceLock::new(),
         }),
     }
 }
@@ -137,7 +139,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/entities/{stream}/{key}/records", get(entity_records))
         .route("/v1/catalog", get(catalog))
         .route("/healthz", get(healthz))
-        .route("/infer", post(crate::infer::infer))
+        .route(INFER_ROUTE, post(crate::infer::infer))
         .route("/v1/inferences/{id}", get(crate::infer::get_inference))
         .route("/v1/sql", post(crate::sql::post_sql))
         .route(
@@ -412,18 +414,21 @@ fn read_one(s: &AppState, view: &str, key: &str, as_of: Option<i64>) -> ApiResul
 
 /// The route template of single feature reads, as the HTTP metrics label it.
 const FEATURE_READ_ROUTE: &str = "/v1/features/{view}/{key}";
+/// The inference route.
+const INFER_ROUTE: &str = "/infer";
 
-/// The HTTP service: single feature reads — the hottest endpoint, a few
-/// microseconds of engine work — are answered here without the router's
-/// generic machinery (route matching, parameter maps, extractors, boxed
-/// middleware), which costs more than the read itself; everything else,
-/// and any feature read this does not recognise as plain, goes to the
-/// router. A read is plain when it is a `GET` of
+/// The HTTP service. The two hottest endpoints are answered here without
+/// the router's generic machinery (route matching, parameter maps,
+/// extractors, boxed middleware), which costs more CPU than a feature read
+/// itself: a plain single feature read (a `GET` of
 /// `/v1/features/{view}/{key}` with no query string and no `%` escapes in
-/// either segment; then the router would have decoded the same two
-/// strings, and both paths answer through the same function and count the
-/// same HTTP metrics, so the answers are identical byte for byte
-/// (`tests/api.rs` compares them).
+/// either segment, so that the router would have decoded the same two
+/// strings), and a `POST /infer` whose `Content-Length` is within the body
+/// limit (so that the router's limit could not have refused it).
+/// Everything else goes to the router. Both paths answer through the same
+/// handler functions and count the same HTTP metrics, so the answers are
+/// identical (`tests/api.rs` compares feature reads byte for byte; the
+/// `/infer` tests run through this service).
 #[derive(Clone)]
 pub struct ApiService {
     router: Router,
@@ -433,8 +438,31 @@ pub struct ApiService {
 
 struct FastPath {
     state: AppState,
-    // The HTTP metric handles of a successful read, resolved on the first.
+    max_body_bytes: usize,
+    // The HTTP metric handles of a successful answer, resolved on the first.
     read_ok: std::sync::OnceLock<HttpHandles>,
+    infer_ok: std::sync::OnceLock<HttpHandles>,
+}
+
+impl FastPath {
+    /// Counts an answer in the HTTP metrics as the router's `track` would.
+    fn count(
+        &self,
+        route: &'static str,
+        method: &axum::http::Method,
+        ok: &std::sync::OnceLock<HttpHandles>,
+        status: StatusCode,
+        start: Instant,
+    ) {
+        let status = status.as_u16();
+        let (count, latency) = if status == 200 {
+            ok.get_or_init(|| http_handles(route, method, 200)).clone()
+        } else {
+            http_handles(route, method, status)
+        };
+        latency.record(start.elapsed().as_secs_f64());
+        count.increment(1);
+    }
 }
 
 impl ApiService {
@@ -448,14 +476,32 @@ impl ApiService {
         let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
         (plain(view) && plain(key)).then_some((view, key))
     }
+
+    /// Whether this is a `POST /infer` with a body the limit admits.
+    fn plain_infer(&self, req: &Request) -> bool {
+        req.method() == axum::http::Method::POST
+            && req.uri().path() == INFER_ROUTE
+            && req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .is_some_and(|n| n <= self.fast.max_body_bytes)
+    }
 }
+
+type BoxedAnswer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+>;
 
 impl tower::Service<Request> for ApiService {
     type Response = Response;
     type Error = std::convert::Infallible;
     type Future = futures_util::future::Either<
         std::future::Ready<Result<Response, std::convert::Infallible>>,
-        axum::routing::future::RouteFuture<std::convert::Infallible>,
+        futures_util::future::Either<
+            BoxedAnswer,
+            axum::routing::future::RouteFuture<std::convert::Infallible>,
+        >,
     >;
 
     fn poll_ready(
@@ -466,26 +512,44 @@ impl tower::Service<Request> for ApiService {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let Some((view, key)) = Self::plain_feature_read(&req) else {
-            return futures_util::future::Either::Right(tower::Service::call(
-                &mut self.router,
-                req,
-            ));
-        };
+        use futures_util::future::Either;
         let start = Instant::now();
-        let resp =
-            read_one(&self.fast.state, view, key, None).unwrap_or_else(|e| e.into_response());
-        let handles =
-            |status: u16| http_handles(FEATURE_READ_ROUTE, &axum::http::Method::GET, status);
-        let status = resp.status().as_u16();
-        let (count, latency) = if status == 200 {
-            self.fast.read_ok.get_or_init(|| handles(200)).clone()
-        } else {
-            handles(status)
-        };
-        latency.record(start.elapsed().as_secs_f64());
-        count.increment(1);
-        futures_util::future::Either::Left(std::future::ready(Ok(resp)))
+        if let Some((view, key)) = Self::plain_feature_read(&req) {
+            let resp =
+                read_one(&self.fast.state, view, key, None).unwrap_or_else(|e| e.into_response());
+            let f = &self.fast;
+            f.count(
+                FEATURE_READ_ROUTE,
+                &axum::http::Method::GET,
+                &f.read_ok,
+                resp.status(),
+                start,
+            );
+            return Either::Left(std::future::ready(Ok(resp)));
+        }
+        if self.plain_infer(&req) {
+            let f = self.fast.clone();
+            return Either::Right(Either::Left(Box::pin(async move {
+                // Within the limit by its Content-Length, which hyper holds
+                // the body to: only a broken connection fails here.
+                let resp = match axum::body::to_bytes(req.into_body(), f.max_body_bytes).await {
+                    Ok(body) => crate::infer::infer(State(f.state.clone()), Ok(body))
+                        .await
+                        .into_response(),
+                    Err(e) => ApiError::bad(format!("Failed to buffer the request body: {e}"))
+                        .into_response(),
+                };
+                f.count(
+                    INFER_ROUTE,
+                    &axum::http::Method::POST,
+                    &f.infer_ok,
+                    resp.status(),
+                    start,
+                );
+                Ok(resp)
+            })));
+        }
+        Either::Right(Either::Right(tower::Service::call(&mut self.router, req)))
     }
 }
 

@@ -549,3 +549,109 @@ async fn infer_joins_features_runs_the_ensemble_and_records_it() {
     assert_eq!(stats["events_stored"], answered, "{stats}");
     s.server.stop().await.unwrap();
 }
+
+/// POSTs `body` to `/infer` with or without a `Content-Length` (without:
+/// chunked, which the router answers instead of the fast path); the
+/// status and the JSON answer.
+async fn post_infer(a: SocketAddr, body: Vec<u8>, with_length: bool) -> (u16, Value) {
+    use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+    use hyper::body::Frame;
+    let stream = tokio::net::TcpStream::connect(a).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let body: BoxBody<Bytes, std::convert::Infallible> = if with_length {
+        Full::new(Bytes::from(body)).boxed()
+    } else {
+        let frames = futures_util::stream::iter(vec![Ok(Frame::data(Bytes::from(body)))]);
+        StreamBody::new(frames).boxed()
+    };
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri("/infer")
+        .header("host", a.to_string())
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// `inferdb_http_requests_total` of `POST /infer` answered 200.
+async fn infer_ok_counted(a: SocketAddr) -> f64 {
+    let (_, text) =
+        inferdb_server::client::request_json(a, "GET", "/metrics", "text/plain", Bytes::new())
+            .await
+            .unwrap();
+    text.as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("inferdb_http_requests_total{"))
+        .filter(|l| l.contains(r#"route="/infer""#) && l.contains(r#"status="200""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_answers_alike_with_and_without_a_content_length() {
+    let s = setup().await;
+    let a = s.addr;
+    let events = vec![
+        txn("user_000001", "2026-01-01T10:00:00Z", 20.0, "m_0001"),
+        txn("user_000001", "2026-01-01T10:30:00Z", 40.0, "m_0002"),
+    ];
+    let (st, r) = post_json(a, "/v1/events/transactions", &json!(events))
+        .await
+        .unwrap();
+    assert_eq!(st, 200, "{r}");
+    let request = json!({"amount": 99.5, "merchant_id": "m_0002", "category": "travel",
+        "country": "DE", "channel": "app", "card_present": true});
+    let good = json!({"entity_id": "user_000001", "features": request,
+        "context": {"timestamp": "2026-01-01T11:15:00Z"}})
+    .to_string();
+
+    // With a length: the fast path; chunked: the router. Same answers
+    // (the inference id and time differ by nature).
+    let (s1, fast) = post_infer(a, good.clone().into_bytes(), true).await;
+    let (s2, routed) = post_infer(a, good.clone().into_bytes(), false).await;
+    assert_eq!((s1, s2), (200, 200), "{fast} {routed}");
+    assert_eq!(fast["result"], routed["result"]);
+    assert_eq!(fast["model_version"], routed["model_version"]);
+    assert_ne!(fast["inference_id"], routed["inference_id"]);
+    let bad = [
+        "{not json".to_string(),
+        json!({"entity_id": "u", "features": request, "colour": 1}).to_string(),
+        json!({"features": request}).to_string(),
+        String::new(),
+    ];
+    for b in bad {
+        let (s1, e1) = post_infer(a, b.clone().into_bytes(), true).await;
+        let (s2, e2) = post_infer(a, b.clone().into_bytes(), false).await;
+        assert_eq!(s1, 400, "{b:?} -> {e1}");
+        assert_eq!((s1, &e1), (s2, &e2), "{b:?}");
+    }
+    // Over the body limit (8 MiB here): refused by the router's limit with
+    // the same message whichever way the body comes.
+    let huge = vec![b' '; (8 << 20) + 1];
+    let (s1, e1) = post_infer(a, huge.clone(), true).await;
+    let (s2, e2) = post_infer(a, huge, false).await;
+    assert_eq!((s1, s2), (413, 413), "{e1} {e2}");
+    assert!(
+        e1["error"].as_str().unwrap().contains("max_body_bytes"),
+        "{e1}"
+    );
+    assert_eq!(e1, e2);
+
+    // The fast path counts its answers in the HTTP metrics.
+    let before = infer_ok_counted(a).await;
+    for _ in 0..30 {
+        let (st, out) = post_infer(a, good.clone().into_bytes(), true).await;
+        assert_eq!(st, 200, "{out}");
+    }
+    assert!(infer_ok_counted(a).await >= before + 30.0);
+    s.server.stop().await.unwrap();
+}
