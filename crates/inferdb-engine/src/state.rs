@@ -256,7 +256,7 @@ impl OnlineState {
 
         let shared: Vec<(usize, &BatchFrame)> = group.iter().map(|(si, b)| (*si, &**b)).collect();
         let first = || self.apply_first_views(catalog, &shared, &marks);
-        let rest = || self.apply_other_views_and_hot(catalog, &shared, &marks);
+        let rest = || self.apply_other_views(catalog, &shared, &marks);
         if rows_total >= PARALLEL_APPLY_MIN_ROWS {
             std::thread::scope(|scope| {
                 match std::thread::Builder::new()
@@ -300,7 +300,7 @@ impl OnlineState {
         }
     }
 
-    fn apply_other_views_and_hot(
+    fn apply_other_views(
         &self,
         catalog: &Catalog,
         group: &[(usize, &BatchFrame)],

@@ -201,10 +201,14 @@ async fn track(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
     let route = route.as_ref().map_or("unmatched", |p| p.as_str());
-    let (count, latency) = http_handles(route, &method, resp.status().as_u16());
+    record_http(&http_handles(route, &method, resp.status().as_u16()), start);
+    resp
+}
+
+/// Counts one answer and its latency since `start`.
+fn record_http((count, latency): &HttpHandles, start: Instant) {
     latency.record(start.elapsed().as_secs_f64());
     count.increment(1);
-    resp
 }
 
 async fn not_found() -> ApiError {
@@ -454,14 +458,10 @@ impl FastPath {
         status: StatusCode,
         start: Instant,
     ) {
-        let status = status.as_u16();
-        let (count, latency) = if status == 200 {
-            ok.get_or_init(|| http_handles(route, method, 200)).clone()
-        } else {
-            http_handles(route, method, status)
-        };
-        latency.record(start.elapsed().as_secs_f64());
-        count.increment(1);
+        match status.as_u16() {
+            200 => record_http(ok.get_or_init(|| http_handles(route, method, 200)), start),
+            other => record_http(&http_handles(route, method, other), start),
+        }
     }
 }
 

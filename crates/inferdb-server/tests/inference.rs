@@ -397,10 +397,8 @@ fn one_hot(values: &[&str], v: &str) -> Vec<f64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn infer_joins_features_runs_the_ensemble_and_records_it() {
-    let s = setup().await;
-    let a = s.addr;
+/// Ingests two users' payments; the request fields of a payment to score.
+async fn seed_and_request(a: SocketAddr) -> Value {
     let events = vec![
         txn("user_000001", "2026-01-01T10:00:00Z", 20.0, "m_0001"),
         txn("user_000001", "2026-01-01T10:30:00Z", 40.0, "m_0002"),
@@ -410,9 +408,15 @@ async fn infer_joins_features_runs_the_ensemble_and_records_it() {
         .await
         .unwrap();
     assert_eq!(st, 200, "{r}");
+    json!({"amount": 99.5, "merchant_id": "m_0002", "category": "travel",
+        "country": "DE", "channel": "app", "card_present": true})
+}
 
-    let request = json!({"amount": 99.5, "merchant_id": "m_0002", "category": "travel",
-        "country": "DE", "channel": "app", "card_present": true});
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_joins_features_runs_the_ensemble_and_records_it() {
+    let s = setup().await;
+    let a = s.addr;
+    let request = seed_and_request(a).await;
     // 2026-01-01T11:15:00Z is a Thursday.
     let body = json!({"entity_id": "user_000001", "features": request,
         "context": {"timestamp": "2026-01-01T11:15:00Z"}});
@@ -600,16 +604,7 @@ async fn infer_ok_counted(a: SocketAddr) -> f64 {
 async fn infer_answers_alike_with_and_without_a_content_length() {
     let s = setup().await;
     let a = s.addr;
-    let events = vec![
-        txn("user_000001", "2026-01-01T10:00:00Z", 20.0, "m_0001"),
-        txn("user_000001", "2026-01-01T10:30:00Z", 40.0, "m_0002"),
-    ];
-    let (st, r) = post_json(a, "/v1/events/transactions", &json!(events))
-        .await
-        .unwrap();
-    assert_eq!(st, 200, "{r}");
-    let request = json!({"amount": 99.5, "merchant_id": "m_0002", "category": "travel",
-        "country": "DE", "channel": "app", "card_present": true});
+    let request = seed_and_request(a).await;
     let good = json!({"entity_id": "user_000001", "features": request,
         "context": {"timestamp": "2026-01-01T11:15:00Z"}})
     .to_string();
