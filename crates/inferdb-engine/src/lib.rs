@@ -384,6 +384,7 @@ impl Engine {
             queued: queued.clone(),
             lock,
             events: Vec::new(),
+            syncer: None,
         };
         let handle = std::thread::Builder::new()
             .name("inferdb-wal".into())

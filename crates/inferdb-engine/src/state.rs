@@ -38,7 +38,7 @@ fn hot_with_first_view(stream: &inferdb_types::Stream) -> bool {
 /// second thread costs tens of microseconds, a row a few: at 2,048 the
 /// typical group of `bench ingest` (two batches of 999 good rows) stayed on
 /// one thread, and that thread was the bottleneck.
-const PARALLEL_APPLY_MIN_ROWS: usize = 256;
+pub(crate) const PARALLEL_APPLY_MIN_ROWS: usize = 256;
 
 /// Limits of the in-memory tiers.
 #[derive(Debug, Clone)]

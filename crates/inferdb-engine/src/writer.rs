@@ -12,7 +12,12 @@
 //! durable as the fsync policy says (`always`: fsync after each frame;
 //! `batch`: one fsync for the group; `none`: hand to the OS), applies the
 //! batches to online state in log order, and only then acknowledges each
-//! one. Snapshots are taken here between groups, so they are a consistent
+//! one. Under `batch`, when a group is large enough for its apply to take
+//! a while, the next group's fsync overlaps it: once the large group is
+//! durable, the batches ready by then are appended and their fsync started
+//! on the `inferdb-wal-sync` thread before the durable group is applied.
+//! A group is still applied (made visible) and acknowledged only after its
+//! own fsync. Snapshots are taken here between groups, so they are a consistent
 //! cut at a known sequence number. If a write or fsync fails, every waiting
 //! and later batch is refused: after a failed fsync the page cache can no
 //! longer be trusted, and only a restart (which replays the log) is safe.
@@ -21,8 +26,8 @@ use crate::error::EngineError;
 use crate::frame::{BatchFrame, KIND_BATCH};
 use crate::metrics as m;
 use crate::state::OnlineState;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use inferdb_storage::{FsyncPolicy, Wal, write_snapshot};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use inferdb_storage::{FsyncPolicy, SyncDone, SyncJob, Wal, write_snapshot};
 use inferdb_types::Catalog;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -91,6 +96,51 @@ pub(crate) struct Writer {
     pub lock: std::fs::File,
     /// Per stream: accepted, late and rejected event counters.
     pub events: Vec<[metrics::Counter; 3]>,
+    /// The `inferdb-wal-sync` thread (fsync policy `batch`), started by
+    /// [`Writer::run`].
+    pub syncer: Option<Syncer>,
+}
+
+/// Groups of at least this many rows have the next group's fsync run on
+/// the sync thread during their apply (as for the parallel apply, a
+/// thread handoff costs tens of microseconds, a row a few).
+const PIPELINE_MIN_ROWS: usize = crate::state::PARALLEL_APPLY_MIN_ROWS;
+
+/// A group whose frames are in the log, waiting for its fsync.
+struct Written {
+    group: Vec<PendingBatch>,
+    /// Rows in the group: what its apply costs.
+    rows: usize,
+    seqs: Vec<u64>,
+    bytes: u64,
+    /// Its fsync runs on the sync thread (one answer to wait for).
+    syncing: bool,
+}
+
+/// The sync thread's two channels: fsyncs to run, and their outcomes, in
+/// the same order.
+pub(crate) struct Syncer {
+    jobs: Sender<SyncJob>,
+    done: Receiver<SyncDone>,
+}
+
+impl Syncer {
+    fn start() -> Option<Syncer> {
+        let (jobs, job_rx) = crossbeam_channel::unbounded::<SyncJob>();
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("inferdb-wal-sync".into())
+            .spawn(move || {
+                while let Ok(job) = job_rx.recv() {
+                    if done_tx.send(job.run()).is_err() {
+                        return;
+                    }
+                }
+            })
+            .inspect_err(|e| tracing::warn!(error = %e, "no WAL sync thread; syncing inline"))
+            .ok()?;
+        Some(Syncer { jobs, done })
+    }
 }
 
 /// Puts ticketed batches back in order.
@@ -101,6 +151,13 @@ struct Sequencer {
 }
 
 impl Sequencer {
+    /// Whether the next batch in ticket order is here.
+    fn ready(&self) -> bool {
+        self.waiting
+            .first_key_value()
+            .is_some_and(|(&t, _)| t == self.next)
+    }
+
     fn put(&mut self, ticket: u64, b: Option<Box<PendingBatch>>) {
         self.waiting.insert(ticket, b);
     }
@@ -146,42 +203,57 @@ impl Writer {
             .snapshot_interval
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
         let (mut housekeep_shard, mut groups) = (0usize, 0u64);
+        if self.fsync == FsyncPolicy::Batch {
+            self.syncer = Syncer::start();
+        }
+        let mut inflight: Option<Written> = None;
         loop {
-            let first = match rx.recv_timeout(idle) {
-                Ok(c) => Some(c),
-                Err(RecvTimeoutError::Timeout) => {
-                    self.state.housekeep(&self.catalog, housekeep_shard);
-                    housekeep_shard += 1;
-                    None
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.finish();
-                    return;
-                }
-            };
-            let mut next = first;
-            while let Some(c) = next.take() {
-                match c {
-                    Command::Batch(t, b) => seq.put(t, Some(b)),
-                    Command::Skip(t) => seq.put(t, None),
-                    other => {
-                        control.push(other);
-                        break;
+            // Block only when there is nothing to do: no batch whose turn
+            // has come (a group can leave some behind) and no command.
+            if !seq.ready() && control.is_empty() {
+                match rx.recv_timeout(idle) {
+                    Ok(c) => self.take(c, &rx, &mut seq, &mut control),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.state.housekeep(&self.catalog, housekeep_shard);
+                        housekeep_shard += 1;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.finish();
+                        return;
                     }
                 }
-                if seq.waiting.len() >= self.max_group {
-                    break;
-                }
-                next = rx.try_recv().ok();
             }
-            // Commit everything whose turn has come before blocking again:
-            // filling a gap in the tickets can release more than one group.
-            loop {
+            if control.is_empty() {
                 seq.release(&mut group, self.max_group);
-                if group.is_empty() {
-                    break;
+                if !group.is_empty() {
+                    inflight = self.begin(&mut group, false);
                 }
-                self.commit(&mut group);
+            }
+            // Once a group is durable, the batches ready by then are logged
+            // and their fsync started before the durable group is applied,
+            // so that fsync and apply overlap. Commands wait for the
+            // pipeline to drain.
+            while let Some(mut w) = inflight.take() {
+                let durable = self.wait_sync(&mut w);
+                // Overlap only when the apply is long enough to be worth two
+                // thread handoffs: a small group (an inference record or
+                // two) is applied and acknowledged at once, and the next
+                // group is synced on this thread.
+                let overlap = durable && w.rows >= PIPELINE_MIN_ROWS && self.syncer.is_some();
+                if overlap && control.is_empty() {
+                    if let Ok(c) = rx.try_recv() {
+                        self.take(c, &rx, &mut seq, &mut control);
+                    }
+                    if control.is_empty() {
+                        seq.release(&mut group, self.max_group);
+                        if !group.is_empty() {
+                            inflight = self.begin(&mut group, true);
+                        }
+                    }
+                }
+                if durable {
+                    self.apply_ack(w);
+                }
                 groups += 1;
                 // One shard of housekeeping every 32 groups under load.
                 if groups % 32 == 0 {
@@ -285,14 +357,54 @@ impl Writer {
         }
     }
 
+    /// Takes a command and whatever else is ready, up to a group's worth
+    /// of batches or the first other command.
+    fn take(
+        &self,
+        first: Command,
+        rx: &Receiver<Command>,
+        seq: &mut Sequencer,
+        control: &mut Vec<Command>,
+    ) {
+        let mut next = Some(first);
+        while let Some(c) = next.take() {
+            match c {
+                Command::Batch(t, b) => seq.put(t, Some(b)),
+                Command::Skip(t) => seq.put(t, None),
+                other => {
+                    control.push(other);
+                    break;
+                }
+            }
+            if seq.waiting.len() >= self.max_group {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+    }
+
+    /// Logs, syncs, applies and acknowledges a group, start to end.
     fn commit(&mut self, group: &mut Vec<PendingBatch>) {
+        if let Some(mut w) = self.begin(group, false)
+            && self.wait_sync(&mut w)
+        {
+            self.apply_ack(w);
+        }
+    }
+
+    /// Appends the group's frames and starts making them durable as the
+    /// fsync policy says (under `batch` with `overlap`, on the sync thread;
+    /// otherwise here). `None` (every batch answered with the error) if the
+    /// log failed.
+    fn begin(&mut self, group: &mut Vec<PendingBatch>, overlap: bool) -> Option<Written> {
         if self.failed.load(Ordering::Acquire) {
             self.fail_all(group, "an earlier WAL write failed; restart the server");
-            return;
+            return None;
         }
         metrics::histogram!(m::WAL_GROUP_BATCHES).record(group.len() as f64);
         let mut seqs = Vec::with_capacity(group.len());
         let mut bytes = 0u64;
+        let mut syncing = false;
         let mut result: Result<(), inferdb_storage::StorageError> = Ok(());
         for b in group.iter() {
             bytes += b.batch.payload.len() as u64;
@@ -311,20 +423,84 @@ impl Writer {
             }
         }
         if result.is_ok() {
-            let t = Instant::now();
-            result = match self.fsync {
-                FsyncPolicy::Batch => self.wal.sync(),
-                FsyncPolicy::None => self.wal.flush(),
-                FsyncPolicy::Always => Ok(()),
+            let syncer = self.syncer.as_ref().filter(|_| overlap);
+            result = match (self.fsync, syncer) {
+                (FsyncPolicy::Batch, Some(syncer)) => match self.wal.begin_sync() {
+                    Ok(Some(job)) => match syncer.jobs.send(job) {
+                        Ok(()) => {
+                            syncing = true;
+                            Ok(())
+                        }
+                        // The sync thread is gone: sync here.
+                        Err(e) => {
+                            let done = e.into_inner().run();
+                            metrics::histogram!(m::WAL_SYNC_SECONDS)
+                                .record(done.elapsed.as_secs_f64());
+                            self.wal.end_sync(done)
+                        }
+                    },
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                (FsyncPolicy::Batch, None) => {
+                    let t = Instant::now();
+                    let r = self.wal.sync();
+                    metrics::histogram!(m::WAL_SYNC_SECONDS).record(t.elapsed().as_secs_f64());
+                    r
+                }
+                (FsyncPolicy::None, _) => self.wal.flush(),
+                (FsyncPolicy::Always, _) => Ok(()),
             };
-            metrics::histogram!(m::WAL_SYNC_SECONDS).record(t.elapsed().as_secs_f64());
         }
         if let Err(e) = result {
             tracing::error!(error = %e, "WAL write failed; refusing further writes");
             self.failed.store(true, Ordering::Release);
             self.fail_all(group, &e.to_string());
-            return;
+            return None;
         }
+        Some(Written {
+            rows: group.iter().map(|b| b.batch.rows.len()).sum(),
+            group: std::mem::take(group),
+            seqs,
+            bytes,
+            syncing,
+        })
+    }
+
+    /// Waits for the group's fsync on the sync thread, if it has one;
+    /// false (every batch answered with the error) if it failed.
+    fn wait_sync(&mut self, w: &mut Written) -> bool {
+        if !w.syncing {
+            return true;
+        }
+        w.syncing = false;
+        let outcome = match self.syncer.as_ref().map(|s| s.done.recv()) {
+            Some(Ok(done)) => {
+                metrics::histogram!(m::WAL_SYNC_SECONDS).record(done.elapsed.as_secs_f64());
+                self.wal.end_sync(done).map_err(|e| e.to_string())
+            }
+            _ => Err("the WAL sync thread stopped".to_string()),
+        };
+        match outcome {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "WAL fsync failed; refusing further writes");
+                self.failed.store(true, Ordering::Release);
+                self.fail_all(&mut w.group, &e);
+                false
+            }
+        }
+    }
+
+    /// Applies a durable group to online state in log order, then
+    /// acknowledges each batch and hands it to the history thread.
+    fn apply_ack(&mut self, w: Written) {
+        let Written {
+            mut group,
+            seqs,
+            bytes,
+            ..
+        } = w;
         metrics::counter!(m::WAL_BYTES_TOTAL).increment(bytes);
         let t = Instant::now();
         let counts = {

@@ -79,6 +79,13 @@ pub struct InferBenchArgs {
     /// Model repository (default: examples/models).
     #[arg(long)]
     pub model_repository: Option<PathBuf>,
+    /// Seconds per concurrency level when wrk is the client (installed);
+    /// without wrk, `--requests` requests from the built-in generator.
+    #[arg(long, default_value_t = 10)]
+    pub wrk_seconds: u64,
+    /// Use the built-in load generator even when wrk is installed.
+    #[arg(long)]
+    pub builtin_client: bool,
 }
 
 /// Options of `bench features`.
@@ -102,6 +109,10 @@ pub struct FeatureBenchArgs {
 
 /// What wrk measured.
 pub struct WrkReport {
+    /// Requests answered (any status).
+    pub requests: u64,
+    /// Seconds of the run.
+    pub secs: f64,
     /// Requests per second.
     pub rps: f64,
     /// Latency percentiles (ms).
@@ -119,11 +130,19 @@ pub struct WrkReport {
 // The requests are formatted once, before the run: formatting each in Lua
 // as it is sent cost wrk about an eighth of its throughput, which on two
 // shared cores is taken from the server (redis-benchmark's random keys cost
-// it next to nothing).
+// it next to nothing). Each line of the file is a GET's path, or with
+// INFERDB_WRK_POST set, the JSON body of a POST to that path.
 const WRK_SCRIPT: &str = r#"
 local reqs = {}
 init = function(args)
-  for line in io.lines(os.getenv("INFERDB_WRK_PATHS")) do reqs[#reqs + 1] = wrk.format("GET", line) end
+  local post = os.getenv("INFERDB_WRK_POST")
+  for line in io.lines(os.getenv("INFERDB_WRK_LINES")) do
+    if post then
+      reqs[#reqs + 1] = wrk.format("POST", post, {["Content-Type"] = "application/json"}, line)
+    else
+      reqs[#reqs + 1] = wrk.format("GET", line)
+    end
+  end
 end
 local i = 0
 request = function()
@@ -138,26 +157,83 @@ done = function(summary, latency, requests)
 end
 "#;
 
-/// GETs `paths` (cycling) with wrk for `secs` seconds; `None` if wrk is not installed.
-pub fn wrk_get_paths(
+/// What wrk sends, cycling through the list.
+#[derive(Debug, Clone, Copy)]
+pub enum WrkLoad<'a> {
+    /// GETs of these paths.
+    Get(&'a [String]),
+    /// POSTs of these JSON bodies (one line each) to `path`.
+    PostJson {
+        /// The request path.
+        path: &'a str,
+        /// The bodies.
+        bodies: &'a [Bytes],
+    },
+}
+
+impl WrkReport {
+    /// Requests wrk counted as answered with a 2xx status.
+    pub fn ok(&self) -> u64 {
+        self.requests.saturating_sub(self.errors)
+    }
+
+    /// The figures as one line.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "{} req in {:.2} s: {:.0} req/s, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, errors {}",
+            self.requests,
+            self.secs,
+            self.rps,
+            self.p50_ms,
+            self.p90_ms,
+            self.p99_ms,
+            self.p999_ms,
+            self.errors
+        )
+    }
+}
+
+/// Whether wrk is installed.
+pub fn wrk_installed() -> bool {
+    std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+/// Runs wrk (one thread, `concurrency` connections) for `secs` seconds;
+/// `None` if wrk is not installed.
+pub fn wrk_run(
     addr: SocketAddr,
-    paths: &[String],
+    load: WrkLoad<'_>,
     concurrency: usize,
     secs: u64,
 ) -> anyhow::Result<Option<WrkReport>> {
-    if std::process::Command::new("wrk")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !wrk_installed() {
         return Ok(None);
     }
     let dir = tempfile::tempdir()?;
-    let list = dir.path().join("paths.txt");
-    std::fs::write(&list, paths.join("\n"))?;
-    let script = dir.path().join("paths.lua");
+    let list = dir.path().join("requests.txt");
+    let mut cmd = std::process::Command::new("wrk");
+    match load {
+        WrkLoad::Get(paths) => std::fs::write(&list, paths.join("\n"))?,
+        WrkLoad::PostJson { path, bodies } => {
+            let mut text = Vec::new();
+            for b in bodies {
+                anyhow::ensure!(
+                    !b.contains(&b'\n'),
+                    "a request body for wrk holds a line break"
+                );
+                text.extend_from_slice(b);
+                text.push(b'\n');
+            }
+            std::fs::write(&list, text)?;
+            cmd.env("INFERDB_WRK_POST", path);
+        }
+    }
+    let script = dir.path().join("requests.lua");
     std::fs::write(&script, WRK_SCRIPT)?;
-    let out = std::process::Command::new("wrk")
+    let out = cmd
         .args([
             "-t1",
             &format!("-c{concurrency}"),
@@ -168,7 +244,7 @@ pub fn wrk_get_paths(
         ])
         .arg(&script)
         .arg(format!("http://{addr}"))
-        .env("INFERDB_WRK_PATHS", &list)
+        .env("INFERDB_WRK_LINES", &list)
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
@@ -186,8 +262,11 @@ pub fn wrk_get_paths(
         .filter_map(|x| x.parse().ok())
         .collect();
     anyhow::ensure!(n.len() == 7, "unexpected wrk summary {line:?}");
+    let secs = (n[1] / 1e6).max(1e-9);
     Ok(Some(WrkReport {
-        rps: n[0] / (n[1] / 1e6).max(1e-9),
+        requests: n[0] as u64,
+        secs,
+        rps: n[0] / secs,
         p50_ms: n[2] / 1e3,
         p90_ms: n[3] / 1e3,
         p99_ms: n[4] / 1e3,
@@ -511,7 +590,12 @@ pub fn run_features(args: &FeatureBenchArgs) -> anyhow::Result<()> {
     // wrk, like redis-benchmark, is a lean single-threaded C client: with it
     // both servers get the same share of the two cores. Our own load
     // generator (hyper) is the fallback.
-    let rps = match wrk_get_paths(server.addr, &paths, args.concurrency, args.wrk_seconds)? {
+    let rps = match wrk_run(
+        server.addr,
+        WrkLoad::Get(&paths),
+        args.concurrency,
+        args.wrk_seconds,
+    )? {
         Some(w) => {
             println!(
                 "  inferdb (wrk -t1 -c{} -d{}s): {:.0} req/s, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, errors {}",
@@ -597,24 +681,59 @@ pub fn run_infer(args: &InferBenchArgs) -> anyhow::Result<()> {
     // Warm-up: connections, allocator, batcher threads.
     let warm = loadgen::post_json_repeat(server.addr, "/infer", bodies.clone(), 2_000, 16)?;
     anyhow::ensure!(warm.errors == 0, "{} warm-up requests failed", warm.errors);
+    let stored = || -> anyhow::Result<u64> {
+        Ok(server
+            .engine
+            .stream_stats(inferdb_types::INFERENCE_STREAM)?
+            .events_stored)
+    };
     let mut answered = warm.ok;
-    for &c in &args.concurrency {
-        let rep =
-            loadgen::post_json_repeat(server.addr, "/infer", bodies.clone(), args.requests, c)?;
-        answered += rep.ok;
-        println!("  concurrency {c:>3}: {}", rep.summary_line());
+    // Requests wrk stopped waiting for at the end of a run (at most one per
+    // connection): the server may still have answered them and stored
+    // their records.
+    let mut cut_off = 0u64;
+    let use_wrk = !args.builtin_client && wrk_installed();
+    if !use_wrk && !args.builtin_client {
+        println!("  (wrk not installed: the built-in load generator is the client)");
     }
-    let stats = server
-        .engine
-        .stream_stats(inferdb_types::INFERENCE_STREAM)?;
-    println!(
-        "  inference records stored: {}, requests answered: {answered}",
-        stats.events_stored
-    );
+    for &c in &args.concurrency {
+        if use_wrk {
+            let load = WrkLoad::PostJson {
+                path: "/infer",
+                bodies: &bodies,
+            };
+            let Some(w) = wrk_run(server.addr, load, c, args.wrk_seconds)? else {
+                anyhow::bail!("wrk could not be started");
+            };
+            println!(
+                "  concurrency {c:>3} (wrk -t1 -c{c} -d{}s): {}",
+                args.wrk_seconds,
+                w.summary_line()
+            );
+            answered += w.ok();
+            cut_off += c as u64;
+            // Let the requests in flight when wrk stopped finish.
+            let mut last = stored()?;
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let now = stored()?;
+                if now == last {
+                    break;
+                }
+                last = now;
+            }
+        } else {
+            let rep =
+                loadgen::post_json_repeat(server.addr, "/infer", bodies.clone(), args.requests, c)?;
+            answered += rep.ok;
+            println!("  concurrency {c:>3}: {}", rep.summary_line());
+        }
+    }
+    let stored = stored()?;
+    println!("  inference records stored: {stored}, requests answered: {answered}");
     anyhow::ensure!(
-        stats.events_stored == answered,
-        "{} records stored for {answered} answered requests",
-        stats.events_stored
+        stored >= answered && stored <= answered + cut_off,
+        "{stored} records stored for {answered} answered requests ({cut_off} may have been cut off by wrk)"
     );
     if let Some(m) = &server.models {
         for name in m.loaded_names() {
@@ -634,4 +753,77 @@ pub fn run_infer(args: &InferBenchArgs) -> anyhow::Result<()> {
     }
     rt.block_on(server.stop())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadgen::tests::serve;
+
+    const NOT_INSTALLED: &str = "wrk is not installed (.ci/run installs it)";
+
+    #[test]
+    fn wrk_posts_the_bodies_and_counts_answers() {
+        let (addr, seen) = serve();
+        let bodies: Vec<Bytes> = (0..10)
+            .map(|i| Bytes::from(format!("{{\"n\":{i}}}")))
+            .collect();
+        let load = WrkLoad::PostJson {
+            path: "/echo",
+            bodies: &bodies,
+        };
+        let r = wrk_run(addr, load, 4, 1).unwrap().expect(NOT_INSTALLED);
+        assert!(r.requests > 50, "{}", r.summary_line());
+        assert_eq!(r.errors, 0, "{}", r.summary_line());
+        assert_eq!(r.ok(), r.requests);
+        // Every body arrived intact, and nothing else; at most one request
+        // per connection was cut off at the end.
+        let got = seen.bodies.lock().unwrap().clone();
+        assert_eq!(got.len(), bodies.len(), "{:?}", got.keys());
+        for b in &bodies {
+            assert!(got.contains_key(b.as_ref()), "{b:?} never arrived");
+        }
+        let total: u64 = got.values().sum();
+        assert!(
+            total >= r.requests && total <= r.requests + 4,
+            "server saw {total}, wrk counted {}",
+            r.requests
+        );
+    }
+
+    #[test]
+    fn wrk_gets_the_paths_and_counts_failures() {
+        let (addr, seen) = serve();
+        let paths: Vec<String> = (0..5).map(|i| format!("/get/k{i}")).collect();
+        let r = wrk_run(addr, WrkLoad::Get(&paths), 2, 1)
+            .unwrap()
+            .expect(NOT_INSTALLED);
+        assert!(r.requests > 50 && r.errors == 0, "{}", r.summary_line());
+        let got = seen.gets.lock().unwrap().clone();
+        let mut keys: Vec<&String> = got.keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["k0", "k1", "k2", "k3", "k4"]);
+        // A 500 is an error, not an answer.
+        let body = [Bytes::from_static(b"{}")];
+        let load = WrkLoad::PostJson {
+            path: "/fail",
+            bodies: &body,
+        };
+        let r = wrk_run(addr, load, 2, 1).unwrap().expect(NOT_INSTALLED);
+        assert!(r.requests > 0, "{}", r.summary_line());
+        assert_eq!(r.errors, r.requests, "{}", r.summary_line());
+        assert_eq!(r.ok(), 0);
+    }
+
+    #[test]
+    fn wrk_refuses_a_body_with_a_line_break() {
+        let (addr, _) = serve();
+        let body = [Bytes::from_static(b"{\n}")];
+        let load = WrkLoad::PostJson {
+            path: "/echo",
+            bodies: &body,
+        };
+        let err = wrk_run(addr, load, 1, 1).unwrap_err().to_string();
+        assert!(err.contains("line break"), "{err}");
+    }
 }

@@ -732,7 +732,7 @@ fn parse_benchmark_csv(csv: &str) -> anyhow::Result<(f64, f64, f64)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::sync::Mutex;
@@ -742,14 +742,16 @@ mod tests {
     use axum::http::StatusCode;
     use axum::routing::{get, post};
 
+    /// What the test server was sent: POST /echo bodies and GET /get/{id}
+    /// ids, with their counts.
     #[derive(Clone, Default)]
-    struct Seen {
-        bodies: Arc<Mutex<HashMap<Vec<u8>, u64>>>,
-        gets: Arc<Mutex<HashMap<String, u64>>>,
+    pub(crate) struct Seen {
+        pub(crate) bodies: Arc<Mutex<HashMap<Vec<u8>, u64>>>,
+        pub(crate) gets: Arc<Mutex<HashMap<String, u64>>>,
     }
 
     /// A tiny axum server on 127.0.0.1:0, on a runtime thread of its own.
-    fn serve() -> (SocketAddr, Seen) {
+    pub(crate) fn serve() -> (SocketAddr, Seen) {
         let seen = Seen::default();
         let app = Router::new()
             .route(

@@ -349,6 +349,43 @@ impl Wal {
         self.sync_active()
     }
 
+    /// Hands buffered frames to the OS and returns the `fdatasync` that
+    /// makes every frame appended so far durable, to be run on another
+    /// thread ([`SyncJob::run`]) while this one goes on appending; give its
+    /// outcome back to [`Wal::end_sync`]. `None` when they already are.
+    pub fn begin_sync(&mut self) -> Result<Option<SyncJob>, StorageError> {
+        self.check_usable()?;
+        self.write_buffer()?;
+        if self.active.synced == self.active.written {
+            return Ok(None);
+        }
+        let file = match self.active.file.try_clone() {
+            Ok(f) => f,
+            Err(e) => return Err(self.poison("duplicate segment descriptor", e)),
+        };
+        Ok(Some(SyncJob {
+            file,
+            first_seq: self.active.first_seq,
+            written: self.active.written,
+        }))
+    }
+
+    /// Takes the outcome of a [`SyncJob`]: on success the frames it covered
+    /// are durable (a later [`Wal::sync`] need not repeat it); a failed
+    /// `fdatasync` poisons the log, as it does in [`Wal::sync`].
+    pub fn end_sync(&mut self, done: SyncDone) -> Result<(), StorageError> {
+        if let Err(e) = done.result {
+            return Err(self.poison("fdatasync segment", e));
+        }
+        self.check_usable()?;
+        // A job of a segment closed since was overtaken by the rotation's
+        // own sync.
+        if done.first_seq == self.active.first_seq && done.written > self.active.synced {
+            self.active.synced = done.written;
+        }
+        Ok(())
+    }
+
     /// Syncs and closes the log.
     pub fn close(mut self) -> Result<(), StorageError> {
         self.sync()
@@ -489,6 +526,41 @@ impl ActiveSegment {
     }
 }
 
+/// An `fdatasync` of the active segment, run away from the thread that
+/// appends ([`Wal::begin_sync`]).
+#[derive(Debug)]
+pub struct SyncJob {
+    /// A duplicate of the segment's descriptor.
+    file: File,
+    first_seq: u64,
+    /// Bytes of the segment it makes durable.
+    written: u64,
+}
+
+impl SyncJob {
+    /// Runs the `fdatasync` (blocks for the disk).
+    pub fn run(self) -> SyncDone {
+        let t = std::time::Instant::now();
+        let result = self.file.sync_data();
+        SyncDone {
+            first_seq: self.first_seq,
+            written: self.written,
+            result,
+            elapsed: t.elapsed(),
+        }
+    }
+}
+
+/// The outcome of a [`SyncJob`], for [`Wal::end_sync`].
+#[derive(Debug)]
+pub struct SyncDone {
+    first_seq: u64,
+    written: u64,
+    result: io::Result<()>,
+    /// How long the `fdatasync` took.
+    pub elapsed: std::time::Duration,
+}
+
 /// `write_all` for several slices: one `writev` per round until all is
 /// written (std's `write_all_vectored` is not stable).
 fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
@@ -538,6 +610,58 @@ mod tests {
         assert_eq!(back.len(), 100_010);
         assert_eq!(&back[..10], &a[..]);
         assert!(back[10..].iter().all(|&x| x == 2));
+    }
+
+    #[test]
+    fn a_sync_job_run_elsewhere_makes_the_frames_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = WalOptions::new(dir.path());
+        opts.segment_bytes = 1_000;
+        let (mut wal, _) = Wal::open(opts).unwrap();
+        assert!(wal.begin_sync().unwrap().is_none(), "nothing to sync yet");
+        wal.append(1, &[7u8; 60]).unwrap();
+        let job = wal.begin_sync().unwrap().expect("a frame to sync");
+        // The frame reached the OS before the job was handed out.
+        assert_eq!(wal.buf.len(), 0);
+        assert_eq!(wal.active.written, 79);
+        // The log goes on appending while the job runs on another thread.
+        let running = std::thread::spawn(move || job.run());
+        wal.append(1, &[8u8; 60]).unwrap();
+        let done = running.join().unwrap();
+        wal.end_sync(done).unwrap();
+        assert_eq!(wal.active.synced, 79, "only what the job covered");
+        // The next job covers the rest; a job of a segment closed since is
+        // ignored (the rotation synced it).
+        let job = wal.begin_sync().unwrap().unwrap();
+        assert_eq!(job.written, 158);
+        for _ in 0..12 {
+            wal.append(1, &[9u8; 60]).unwrap();
+        }
+        assert!(wal.active.first_seq > 0, "rotated");
+        let synced = wal.active.synced;
+        wal.end_sync(job.run()).unwrap();
+        assert_eq!(wal.active.synced, synced);
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, report) = Wal::open(WalOptions::new(dir.path())).unwrap();
+        assert_eq!(report.frames, 14);
+    }
+
+    #[test]
+    fn a_failed_sync_job_poisons_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(WalOptions::new(dir.path())).unwrap();
+        wal.append(1, b"x").unwrap();
+        let done = SyncDone {
+            first_seq: wal.active.first_seq,
+            written: wal.active.written,
+            result: Err(io::Error::other("disk gone")),
+            elapsed: std::time::Duration::ZERO,
+        };
+        let err = wal.end_sync(done).unwrap_err().to_string();
+        assert!(err.contains("disk gone"), "{err}");
+        assert!(wal.append(1, b"y").is_err(), "poisoned");
+        assert!(wal.begin_sync().is_err(), "poisoned");
     }
 
     #[test]
