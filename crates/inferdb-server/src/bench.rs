@@ -108,6 +108,7 @@ pub struct FeatureBenchArgs {
 }
 
 /// What wrk measured.
+#[derive(Debug, Clone)]
 pub struct WrkReport {
     /// Requests answered (any status).
     pub requests: u64,
