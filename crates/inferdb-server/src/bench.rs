@@ -467,7 +467,7 @@ fn print_server_timings() {
     let (sync, _) = sum(inferdb_engine::metrics::WAL_SYNC_SECONDS);
     let (batches, _) = sum(inferdb_engine::metrics::WAL_GROUP_BATCHES);
     println!(
-        "  server: {groups:.0} group commits ({:.1} batches each); WAL thread busy {apply:.2} s applying, {sync:.2} s in fsync",
+        "  server: {groups:.0} group commits ({:.1} batches each); {apply:.2} s applying, {sync:.2} s in fsync (large groups: the next fsync overlaps the apply)",
         batches / groups.max(1.0)
     );
 }
