@@ -359,21 +359,15 @@ async fn raw_post(
     body: Vec<u8>,
 ) -> (Option<usize>, Vec<u8>) {
     use http_body_util::{BodyExt, Full};
-    let stream = tokio::net::TcpStream::connect(a).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("host", a.to_string())
-        .header("content-type", "application/octet-stream")
-        .header("inference-header-content-length", json_len.to_string())
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
+    let extra = ("inference-header-content-length", json_len.to_string());
+    let resp = post_on_new_connection(
+        a,
+        path,
+        "application/octet-stream",
+        Some(extra),
+        Full::new(Bytes::from(body)),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let len = resp
         .headers()
@@ -388,6 +382,37 @@ async fn raw_post(
             .to_bytes()
             .to_vec(),
     )
+}
+
+/// POSTs `body` to `path` on a fresh HTTP/1.1 connection, with one more
+/// header if given.
+async fn post_on_new_connection<B>(
+    a: SocketAddr,
+    path: &str,
+    content_type: &str,
+    extra: Option<(&str, String)>,
+    body: B,
+) -> hyper::Response<hyper::body::Incoming>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(a).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", a.to_string())
+        .header("content-type", content_type);
+    if let Some((name, value)) = extra {
+        req = req.header(name, value);
+    }
+    sender.send_request(req.body(body).unwrap()).await.unwrap()
 }
 
 fn one_hot(values: &[&str], v: &str) -> Vec<f64> {
@@ -560,26 +585,13 @@ async fn infer_joins_features_runs_the_ensemble_and_records_it() {
 async fn post_infer(a: SocketAddr, body: Vec<u8>, with_length: bool) -> (u16, Value) {
     use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
     use hyper::body::Frame;
-    let stream = tokio::net::TcpStream::connect(a).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
     let body: BoxBody<Bytes, std::convert::Infallible> = if with_length {
         Full::new(Bytes::from(body)).boxed()
     } else {
         let frames = futures_util::stream::iter(vec![Ok(Frame::data(Bytes::from(body)))]);
         StreamBody::new(frames).boxed()
     };
-    let req = hyper::Request::builder()
-        .method("POST")
-        .uri("/infer")
-        .header("host", a.to_string())
-        .header("content-type", "application/json")
-        .body(body)
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
+    let resp = post_on_new_connection(a, "/infer", "application/json", None, body).await;
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap())
