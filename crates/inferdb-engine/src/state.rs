@@ -15,7 +15,7 @@ use crate::hot::{HotRecord, HotShard, HotShardSnap};
 use hashbrown::HashTable;
 use inferdb_features::{EntityState, ViewPlan};
 use inferdb_types::{Catalog, Value, stable_hash};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -77,6 +77,9 @@ pub struct ViewState {
     shards: Vec<RwLock<HashTable<ViewEntry>>>,
     default_row: Vec<Value>,
 }
+
+/// Entities housekeeping advances per hold of a shard's write lock.
+const HOUSEKEEP_CHUNK: usize = 64;
 
 /// All online state.
 pub struct OnlineState {
@@ -404,8 +407,25 @@ impl OnlineState {
             if wm == NO_WATERMARK {
                 continue;
             }
-            for e in vs.shards[shard % n].write().iter_mut() {
-                e.state.advance(&vs.plan, wm);
+            // A chunk of entities per hold of the write lock, handed
+            // fairly to the readers waiting in between: a reader of this
+            // shard (a runtime worker, with every connection it serves)
+            // waits for one chunk, not for the whole shard. Only this
+            // thread changes the table, so it is the same between chunks.
+            let lock = &vs.shards[shard % n];
+            let mut done = 0;
+            loop {
+                let mut table = lock.write();
+                let mut advanced = 0;
+                for e in table.iter_mut().skip(done).take(HOUSEKEEP_CHUNK) {
+                    e.state.advance(&vs.plan, wm);
+                    advanced += 1;
+                }
+                RwLockWriteGuard::unlock_fair(table);
+                if advanced < HOUSEKEEP_CHUNK {
+                    break;
+                }
+                done += advanced;
             }
         }
     }
@@ -751,5 +771,57 @@ mod tests {
         // a's events left the 1h window but are still in the 24h one.
         assert_eq!(after[0].values[1], Value::Int(0));
         assert_eq!(after[0].values[2], Value::Int(200));
+    }
+
+    #[test]
+    fn housekeeping_advances_every_entity_of_a_shard_chunk_by_chunk() {
+        let catalog =
+            Catalog::from_toml(include_str!("../../../examples/payments/spec.toml")).unwrap();
+        let limits = StateLimits {
+            shards: 1,
+            hot_records_per_entity: 1,
+            hot_tier_bytes: 1 << 20,
+            dead_letters_kept: 10,
+        };
+        let state = OnlineState::new(&catalog, limits);
+        let t0 = 1_767_225_600_000i64;
+        // More than three chunks of users, then one event two days later
+        // moves the watermark past every window.
+        let users = HOUSEKEEP_CHUNK * 3 + 5;
+        let row = |u: String, ts: i64| {
+            vec![
+                Value::Str(u.into()),
+                Value::Ts(ts),
+                Value::Float(1.0),
+                Value::Str("m_1".into()),
+                Value::Str("fuel".into()),
+                Value::Str("FR".into()),
+                Value::Str("web".into()),
+                Value::Bool(false),
+            ]
+        };
+        let mut rows: Vec<Vec<Value>> = (0..users)
+            .map(|i| row(format!("u{i}"), t0 + i as i64))
+            .collect();
+        let late = t0 + 2 * 86_400_000;
+        rows.push(row("last".into(), late));
+        let (payload, _) = frame::encode("transactions", 0, &rows, &[]);
+        state.apply(&catalog, 0, &mut frame::decode(payload).unwrap());
+        let frontiers = |state: &OnlineState| -> Vec<i64> {
+            state.views[0].shards[0]
+                .read()
+                .iter()
+                .map(|e| e.state.frontier())
+                .collect()
+        };
+        assert_eq!(frontiers(&state).len(), users + 1);
+        assert!(frontiers(&state).iter().any(|&f| f < late));
+        let keys: Vec<String> = (0..users).map(|i| format!("u{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let before = state.read(&catalog, 0, &keys, None);
+
+        state.housekeep(&catalog, 0);
+        assert!(frontiers(&state).iter().all(|&f| f == late));
+        assert_eq!(state.read(&catalog, 0, &keys, None), before);
     }
 }

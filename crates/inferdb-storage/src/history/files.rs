@@ -5,11 +5,12 @@
 //! page index for pruning. It is written to `<name>.tmp`, fsynced and
 //! renamed, so a file name only ever names a whole file.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimestampMillisecondType};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -18,6 +19,8 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::metadata::SortingColumn;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
+
+use foldhash::fast::FixedState;
 
 use super::manifest::{FileMeta, KeyBound};
 use super::{FailPoint, failpoint};
@@ -51,6 +54,9 @@ pub(crate) fn sort_rows(
     if all.num_rows() <= 1 {
         return Ok(all);
     }
+    if let Some(idx) = key_time_order(all.column(key).as_ref(), all.column(time).as_ref()) {
+        return datafusion::arrow::compute::take_record_batch(&all, &idx);
+    }
     let opts = SortOptions {
         descending: false,
         nulls_first: true,
@@ -69,6 +75,58 @@ pub(crate) fn sort_rows(
         None,
     )?;
     datafusion::arrow::compute::take_record_batch(&all, &idx)
+}
+
+/// The row order of (string key, time) with null keys first and ties kept
+/// in arrival order, for the common case of a string key and a time column
+/// without nulls; `None` otherwise (the caller falls back to Arrow's
+/// generic `lexsort_to_indices`).
+///
+/// Each distinct key gets its rank among the distinct keys, then every row
+/// sorts as one `u128` (rank, time, row): a few hundred thousand distinct
+/// keys are compared as strings instead of every pair of a million rows
+/// through Arrow's dynamic comparators, which made the history's flush
+/// thread spend half its time sorting during ingest.
+fn key_time_order(key: &dyn Array, time: &dyn Array) -> Option<UInt32Array> {
+    let keys = key.as_string_opt::<i32>()?;
+    let times = time.as_primitive_opt::<TimestampMillisecondType>()?;
+    let n = keys.len();
+    if time.null_count() > 0 || u32::try_from(n).is_err() {
+        return None;
+    }
+    // Rank 0 is the null key; distinct keys get 1.. in sorted order.
+    let mut distinct: HashMap<&str, u32, FixedState> = HashMap::with_hasher(FixedState::default());
+    let mut row_key = Vec::with_capacity(n);
+    for k in keys.iter() {
+        row_key.push(match k {
+            None => u32::MAX,
+            Some(k) => {
+                let next = distinct.len() as u32;
+                *distinct.entry(k).or_insert(next)
+            }
+        });
+    }
+    let mut by_name: Vec<(&str, u32)> = distinct.into_iter().collect();
+    by_name.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut rank = vec![0u32; by_name.len()];
+    for (r, (_, id)) in by_name.iter().enumerate() {
+        rank[*id as usize] = r as u32 + 1;
+    }
+    let mut order: Vec<u128> = row_key
+        .iter()
+        .zip(times.values().iter())
+        .enumerate()
+        .map(|(row, (&id, &t))| {
+            let r = if id == u32::MAX { 0 } else { rank[id as usize] };
+            // Flipping the sign bit orders i64 as u64.
+            let t = (t as u64) ^ (1 << 63);
+            (u128::from(r) << 96) | (u128::from(t) << 32) | row as u128
+        })
+        .collect();
+    order.sort_unstable();
+    Some(UInt32Array::from_iter_values(
+        order.iter().map(|&o| o as u32),
+    ))
 }
 
 fn key_bounds(batch: &RecordBatch, key: usize) -> (Option<KeyBound>, Option<KeyBound>) {
@@ -203,4 +261,88 @@ pub(crate) fn read_file(path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBat
         out.push(b);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use proptest::prelude::*;
+
+    fn batch(rows: &[(Option<u8>, i64)]) -> (SchemaRef, RecordBatch) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Utf8, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+            Field::new("arrival", DataType::Int64, false),
+        ]));
+        let keys: StringArray = rows
+            .iter()
+            .map(|(k, _)| k.map(|k| format!("user_{k:03}")))
+            .collect();
+        let ts = TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.1));
+        let arrival = Int64Array::from_iter_values(0..rows.len() as i64);
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(keys), Arc::new(ts), Arc::new(arrival)],
+        )
+        .unwrap();
+        (schema, b)
+    }
+
+    /// (key, time, arrival) of every row, in the batch's order.
+    fn triples(b: &RecordBatch) -> Vec<(Option<String>, i64, i64)> {
+        let k = b.column(0).as_string::<i32>();
+        let t = b.column(1).as_primitive::<TimestampMillisecondType>();
+        let a = b.column(2).as_primitive::<Int64Type>();
+        (0..b.num_rows())
+            .map(|i| {
+                (
+                    k.is_valid(i).then(|| k.value(i).to_string()),
+                    t.value(i),
+                    a.value(i),
+                )
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// The ranked sort orders rows as a naive stable sort by (key with
+        /// nulls first, time) does, across batches, with extreme times.
+        #[test]
+        fn ranked_sort_equals_a_naive_stable_sort(
+            rows in prop::collection::vec(
+                (
+                    prop::option::weighted(0.95, 0u8..40),
+                    prop_oneof![-3i64..3, Just(i64::MIN), Just(i64::MAX), any::<i64>()],
+                ),
+                0..300,
+            ),
+            split in 0usize..300,
+        ) {
+            let (schema, all) = batch(&rows);
+            let at = split.min(rows.len());
+            let parts = [all.slice(0, at), all.slice(at, rows.len() - at)];
+            let sorted = sort_rows(&schema, &parts, 0, 1).unwrap();
+            let mut expected = triples(&all);
+            expected.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            prop_assert_eq!(triples(&sorted), expected);
+        }
+    }
+
+    #[test]
+    fn other_key_types_and_null_times_keep_the_generic_sort() {
+        let ints = Int64Array::from(vec![3, 1, 2]);
+        let ts = TimestampMillisecondArray::from(vec![Some(1), None, Some(0)]);
+        assert!(key_time_order(&ints, &ts).is_none());
+        let keys = StringArray::from(vec!["b", "a", "c"]);
+        assert!(key_time_order(&keys, &ts).is_none());
+        let ts = TimestampMillisecondArray::from(vec![5, 5, 4]);
+        let order = key_time_order(&keys, &ts).unwrap();
+        assert_eq!(order.values().to_vec(), vec![1, 0, 2]);
+    }
 }
