@@ -31,6 +31,5 @@ pub use frame::{FRAME_HEADER_LEN, FRAME_MAGIC, Frame, MAX_PAYLOAD_LEN};
 pub use reader::WalReader;
 pub use snapshot::{SNAPSHOT_HEADER_LEN, read_latest_snapshot, write_snapshot};
 pub use wal::{
-    DEFAULT_SEGMENT_BYTES, FsyncPolicy, PREALLOCATE_BYTES, RecoveryReport, SyncDone, SyncJob, Wal,
-    WalOptions,
+    DEFAULT_SEGMENT_BYTES, FsyncPolicy, RecoveryReport, SyncDone, SyncJob, Wal, WalOptions,
 };

@@ -104,33 +104,6 @@ pub(crate) fn create_segment(dir: &Path, path: &Path) -> Result<File, StorageErr
     Ok(file)
 }
 
-/// Whether the bytes `[from, to)` of the segment at `path` are all zero:
-/// the preallocated space after the last frame of the active segment, as
-/// opposed to a torn frame.
-pub(crate) fn is_zero(path: &Path, from: u64, to: u64) -> Result<bool, StorageError> {
-    let mut file = File::open(path).map_err(|e| StorageError::io("open segment", path, e))?;
-    io::Seek::seek(&mut file, io::SeekFrom::Start(from))
-        .map_err(|e| StorageError::io("seek segment", path, e))?;
-    let mut left = to.saturating_sub(from);
-    let mut buf = vec![0u8; READ_BUF_CAPACITY];
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        match file.read(&mut buf[..n]) {
-            // Shorter than expected: what is there was checked.
-            Ok(0) => return Ok(true),
-            Ok(n) => {
-                if buf[..n].iter().any(|&b| b != 0) {
-                    return Ok(false);
-                }
-                left -= n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(StorageError::io("read segment", path, e)),
-        }
-    }
-    Ok(true)
-}
-
 /// Makes the directory's entries (created, renamed, removed files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     #[cfg(unix)]

@@ -16,15 +16,6 @@
 //! crash, which is why [`Wal::open`] truncates a bad tail there and refuses a
 //! bad frame anywhere else.
 //!
-//! The active segment is kept filled with zeros ahead of the writes, a
-//! [`PREALLOCATE_BYTES`] chunk at a time (up to `segment_bytes`), as
-//! PostgreSQL does with its WAL files: frames then overwrite bytes the file
-//! already has, so the `fdatasync` of a group writes only the group's data
-//! pages and not the inode's new size each time (on ext4 here that halved
-//! the median `fdatasync`). A segment is trimmed to its frames when it is
-//! closed, so only the active segment ever ends in zeros; [`Wal::open`]
-//! tells such a zero tail (a clean end) from a torn frame (reported).
-//!
 //! After any failed write or fsync the `Wal` is poisoned: what reached the
 //! disk is unknown (and a retried fsync can report success for lost pages),
 //! so every later call fails until the log is reopened, which recovers the
@@ -54,10 +45,6 @@ const WRITE_BUF_CAPACITY: usize = 1 << 20;
 /// slice (with the buffered bytes, in one `writev`) instead of being copied
 /// into the buffer: one kernel copy instead of a user copy plus a kernel copy.
 const DIRECT_WRITE_MIN: usize = 32 << 10;
-
-/// The active segment is extended with zeros this far ahead of the frames
-/// written into it (never past `segment_bytes`).
-pub const PREALLOCATE_BYTES: u64 = 1 << 20;
 
 /// When the engine makes appended frames durable. This crate only provides
 /// the primitives ([`Wal::flush`], [`Wal::sync`]); the engine applies the
@@ -131,7 +118,6 @@ pub struct RecoveryReport {
     /// Valid frames found across all segments.
     pub frames: u64,
     /// Bytes cut from the end of the last segment (a torn or corrupt tail).
-    /// Preallocated zeros after the last frame are a clean end, not counted.
     pub truncated_bytes: u64,
     /// The seq of the last frame written, `None` if the log never held one.
     pub last_seq: Option<u64>,
@@ -152,12 +138,10 @@ struct ActiveSegment {
     file: File,
     path: PathBuf,
     first_seq: u64,
-    /// Bytes of frames handed to the OS.
+    /// Bytes handed to the OS (the file's length).
     written: u64,
     /// Bytes known durable.
     synced: u64,
-    /// The file's length: `written` plus the zeros written ahead of it.
-    allocated: u64,
 }
 
 /// The write-ahead log, owned by the engine's single writer thread.
@@ -265,13 +249,7 @@ impl Wal {
                     .write(true)
                     .open(&path)
                     .map_err(|e| StorageError::io("open segment", &path, e))?;
-                let zero_tail = match bad {
-                    Some(_) => segment::is_zero(&path, good_len, file_len)?,
-                    None => false,
-                };
-                // The zeros written ahead of the frames are a clean end, kept
-                // for the frames to come.
-                if !zero_tail && let Some((offset, reason)) = bad {
+                if let Some((offset, reason)) = bad {
                     let truncated = file_len - good_len;
                     warn!(
                         path = %path.display(),
@@ -291,11 +269,10 @@ impl Wal {
                     .map_err(|e| StorageError::io("fsync segment", &path, e))?;
                 file.seek(SeekFrom::Start(good_len))
                     .map_err(|e| StorageError::io("seek segment", &path, e))?;
-                let mut active = ActiveSegment::new(file, path, seg.first_seq, good_len);
-                if zero_tail {
-                    active.allocated = file_len;
-                }
-                (active, next_seq)
+                (
+                    ActiveSegment::new(file, path, seg.first_seq, good_len),
+                    next_seq,
+                )
             }
         };
         report.last_seq = (next_seq > 1).then(|| next_seq - 1);
@@ -339,7 +316,6 @@ impl Wal {
         self.buf
             .extend_from_slice(&frame::encode_header(seq, kind, payload));
         if payload.len() >= DIRECT_WRITE_MIN {
-            self.preallocate((self.buf.len() + payload.len()) as u64)?;
             let mut slices = [IoSlice::new(&self.buf), IoSlice::new(payload)];
             if let Err(e) = write_all_vectored(&mut self.active.file, &mut slices) {
                 return Err(self.poison("write segment", e));
@@ -488,31 +464,11 @@ impl Wal {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.preallocate(self.buf.len() as u64)?;
         if let Err(e) = self.active.file.write_all(&self.buf) {
             return Err(self.poison("write segment", e));
         }
         self.active.written += self.buf.len() as u64;
         self.buf.clear();
-        Ok(())
-    }
-
-    /// Makes sure the `len` bytes about to be written at the end of the
-    /// frames overwrite zeros the file already has: extends the file with
-    /// zeros up to [`PREALLOCATE_BYTES`] past them (but not past
-    /// `segment_bytes`, unless the bytes themselves go further).
-    fn preallocate(&mut self, len: u64) -> Result<(), StorageError> {
-        let end = self.active.written + len;
-        if end <= self.active.allocated {
-            return Ok(());
-        }
-        let target = (self.active.allocated + PREALLOCATE_BYTES)
-            .min(self.segment_bytes)
-            .max(end);
-        if let Err(e) = write_zeros(&self.active.file, self.active.allocated, target) {
-            return Err(self.poison("preallocate segment", e));
-        }
-        self.active.allocated = target;
         Ok(())
     }
 
@@ -531,15 +487,6 @@ impl Wal {
     /// named after the next seq.
     fn rotate(&mut self) -> Result<(), StorageError> {
         self.write_buffer()?;
-        if self.active.allocated > self.active.written {
-            // A closed segment ends with its last frame: readers treat bad
-            // bytes there as corruption, not as an end.
-            if let Err(e) = self.active.file.set_len(self.active.written) {
-                return Err(self.poison("trim segment", e));
-            }
-            self.active.allocated = self.active.written;
-            self.active.synced = 0;
-        }
         self.sync_active()?;
         let path = segment::segment_path(&self.dir, self.next_seq);
         let file = match segment::create_segment(&self.dir, &path) {
@@ -575,7 +522,6 @@ impl ActiveSegment {
             first_seq,
             written: len,
             synced: len,
-            allocated: len,
         }
     }
 }
@@ -613,27 +559,6 @@ pub struct SyncDone {
     result: io::Result<()>,
     /// How long the `fdatasync` took.
     pub elapsed: std::time::Duration,
-}
-
-/// Writes zeros to `file` over `[from, to)` with positioned writes, so the
-/// file's cursor, where frames are appended, does not move. Elsewhere than
-/// on Unix it writes nothing (positioned writes move the cursor there): the
-/// log works the same, only without the faster `fdatasync`.
-fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt;
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-        let mut at = from;
-        while at < to {
-            let n = (to - at).min(ZEROS.len() as u64) as usize;
-            file.write_all_at(&ZEROS[..n], at)?;
-            at += n as u64;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (file, from, to);
-    Ok(())
 }
 
 /// `write_all` for several slices: one `writev` per round until all is

@@ -8,8 +8,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use inferdb_storage::{
-    FRAME_HEADER_LEN, Frame, MAX_PAYLOAD_LEN, PREALLOCATE_BYTES, StorageError, Wal, WalOptions,
-    WalReader,
+    FRAME_HEADER_LEN, Frame, MAX_PAYLOAD_LEN, StorageError, Wal, WalOptions, WalReader,
 };
 use inferdb_types::ErrorKind;
 
@@ -33,12 +32,6 @@ fn write_log(dir: &Path, segment_bytes: u64, n: u64) {
         assert_eq!(wal.append((seq % 3) as u8, &payload(seq)).unwrap(), seq);
     }
     wal.close().unwrap();
-}
-
-/// Bytes on disk of the frames `seqs` of a log written by [`write_log`].
-fn frames_len(seqs: std::ops::RangeInclusive<u64>) -> u64 {
-    seqs.map(|seq| (FRAME_HEADER_LEN + payload(seq).len()) as u64)
-        .sum()
 }
 
 fn seqs(frames: &[Frame]) -> Vec<u64> {
@@ -144,8 +137,7 @@ fn torn_tail_of_the_last_segment_is_truncated_reported_and_overwritten() {
     drop(wal);
 
     let (_, path) = segments(dir.path()).pop().unwrap();
-    // The file runs on in preallocated zeros: tear frame 11 itself.
-    let len = frames_len(1..=11);
+    let len = fs::metadata(&path).unwrap().len();
     OpenOptions::new()
         .write(true)
         .open(&path)
@@ -299,72 +291,4 @@ fn a_payload_above_the_maximum_is_rejected_without_writing() {
     assert!(matches!(err, StorageError::FrameTooLarge { .. }), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert_eq!(wal.append(0, b"ok").unwrap(), 1, "the log is still usable");
-}
-
-#[test]
-fn frames_overwrite_preallocated_zeros_and_closed_segments_end_at_their_last_frame() {
-    let dir = tempfile::tempdir().unwrap();
-    let segment_bytes = 3 * PREALLOCATE_BYTES;
-    let (mut wal, _) = open(dir.path(), segment_bytes);
-    for seq in 1..=10 {
-        wal.append(1, &payload(seq)).unwrap();
-    }
-    wal.sync().unwrap();
-    // The file is one chunk of zeros ahead of the frames.
-    let (_, first) = segments(dir.path()).pop().unwrap();
-    let bytes = fs::read(&first).unwrap();
-    assert_eq!(bytes.len() as u64, PREALLOCATE_BYTES);
-    let used = frames_len(1..=10) as usize;
-    assert!(bytes[used..].iter().all(|&b| b == 0));
-    assert!(bytes[..FRAME_HEADER_LEN].iter().any(|&b| b != 0));
-
-    // A clean reopen keeps the zeros, reports nothing torn, and appends
-    // over them.
-    drop(wal);
-    let (mut wal, report) = open(dir.path(), segment_bytes);
-    assert_eq!((report.frames, report.truncated_bytes), (10, 0));
-    assert_eq!(fs::metadata(&first).unwrap().len(), PREALLOCATE_BYTES);
-    assert_eq!(wal.append(2, &payload(11)).unwrap(), 11);
-
-    // Large frames (written straight from the caller's slice) grow the
-    // zeros a chunk at a time, then rotate: the closed segment is trimmed
-    // to exactly its frames, the new one starts empty.
-    let big = vec![7u8; 700 << 10];
-    let mut seq = 11;
-    while segments(dir.path()).len() == 1 {
-        seq = wal.append(3, &big).unwrap();
-    }
-    wal.sync().unwrap();
-    let closed_len = frames_len(1..=11) + (seq - 12) * (FRAME_HEADER_LEN + big.len()) as u64;
-    assert_eq!(fs::metadata(&first).unwrap().len(), closed_len);
-    assert!(closed_len <= segment_bytes);
-    let (_, second) = segments(dir.path()).pop().unwrap();
-    assert_eq!(
-        fs::metadata(&second).unwrap().len(),
-        PREALLOCATE_BYTES.max((FRAME_HEADER_LEN + big.len()) as u64)
-    );
-    drop(wal);
-
-    // Everything reads back, before and after a reopen.
-    let frames = read_all(dir.path(), 1);
-    assert_eq!(seqs(&frames), (1..=seq).collect::<Vec<_>>());
-    assert_eq!(frames[10].payload, payload(11));
-    assert_eq!(frames[seq as usize - 1].payload, big);
-    let (_, report) = open(dir.path(), segment_bytes);
-    assert_eq!((report.frames, report.truncated_bytes), (seq, 0));
-}
-
-#[test]
-fn a_damaged_frame_before_the_zeros_is_a_torn_tail_zeros_included() {
-    let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), 1 << 20, 5);
-    let (_, path) = segments(dir.path()).pop().unwrap();
-    let file_len = fs::metadata(&path).unwrap().len();
-    assert_eq!(file_len, PREALLOCATE_BYTES);
-    // A byte of the last frame's payload changes: its checksum fails.
-    flip_byte(&path, frames_len(1..=5) - 2);
-    let (_, report) = open(dir.path(), 1 << 20);
-    assert_eq!(report.frames, 4);
-    assert_eq!(report.truncated_bytes, file_len - frames_len(1..=4));
-    assert_eq!(fs::metadata(&path).unwrap().len(), frames_len(1..=4));
 }

@@ -201,9 +201,11 @@ pub(crate) fn write_file(
         .and_then(|i| sorted.schema().fields().get(i).cloned())
     {
         // Sized for a row group of distinct ids at 1 % false positives.
+        // Ids are distinct: a dictionary would only be built to be dropped.
         Some(field) => {
             let path = ColumnPath::from(field.name().as_str());
             props
+                .set_column_dictionary_enabled(path.clone(), false)
                 .set_column_bloom_filter_enabled(path.clone(), true)
                 .set_column_bloom_filter_max_ndv(path.clone(), ROW_GROUP_ROWS as u64)
                 .set_column_bloom_filter_fpp(path, 0.01)
