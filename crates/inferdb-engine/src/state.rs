@@ -730,30 +730,38 @@ mod tests {
     use super::*;
     use crate::frame;
 
-    #[test]
-    fn housekeeping_changes_no_feature_value() {
+    /// The reference catalog and an empty state over it with `shards`.
+    fn payments_state(shards: usize) -> (Catalog, OnlineState) {
         let catalog =
             Catalog::from_toml(include_str!("../../../examples/payments/spec.toml")).unwrap();
         let limits = StateLimits {
-            shards: 4,
+            shards,
             hot_records_per_entity: 10,
             hot_tier_bytes: 1 << 20,
             dead_letters_kept: 10,
         };
         let state = OnlineState::new(&catalog, limits);
+        (catalog, state)
+    }
+
+    /// A `transactions` row of `user` at `ts` for `amount`.
+    fn row(user: &str, ts: i64, amount: f64) -> Vec<Value> {
+        vec![
+            Value::Str(user.into()),
+            Value::Ts(ts),
+            Value::Float(amount),
+            Value::Str(format!("m_{}", ts % 7).into()),
+            Value::Str("fuel".into()),
+            Value::Str("FR".into()),
+            Value::Str("web".into()),
+            Value::Bool(false),
+        ]
+    }
+
+    #[test]
+    fn housekeeping_changes_no_feature_value() {
+        let (catalog, state) = payments_state(4);
         let t0 = 1_767_225_600_000i64;
-        let row = |u: &str, ts: i64, a: f64| {
-            vec![
-                Value::Str(u.into()),
-                Value::Ts(ts),
-                Value::Float(a),
-                Value::Str(format!("m_{}", ts % 7).into()),
-                Value::Str("fuel".into()),
-                Value::Str("FR".into()),
-                Value::Str("web".into()),
-                Value::Bool(false),
-            ]
-        };
         // "a" is busy early, then only "b" sends for two hours.
         let mut rows: Vec<Vec<Value>> = (0..200)
             .map(|i| row("a", t0 + i * 1_000, i as f64))
@@ -775,36 +783,16 @@ mod tests {
 
     #[test]
     fn housekeeping_advances_every_entity_of_a_shard_chunk_by_chunk() {
-        let catalog =
-            Catalog::from_toml(include_str!("../../../examples/payments/spec.toml")).unwrap();
-        let limits = StateLimits {
-            shards: 1,
-            hot_records_per_entity: 1,
-            hot_tier_bytes: 1 << 20,
-            dead_letters_kept: 10,
-        };
-        let state = OnlineState::new(&catalog, limits);
+        let (catalog, state) = payments_state(1);
         let t0 = 1_767_225_600_000i64;
         // More than three chunks of users, then one event two days later
         // moves the watermark past every window.
         let users = HOUSEKEEP_CHUNK * 3 + 5;
-        let row = |u: String, ts: i64| {
-            vec![
-                Value::Str(u.into()),
-                Value::Ts(ts),
-                Value::Float(1.0),
-                Value::Str("m_1".into()),
-                Value::Str("fuel".into()),
-                Value::Str("FR".into()),
-                Value::Str("web".into()),
-                Value::Bool(false),
-            ]
-        };
         let mut rows: Vec<Vec<Value>> = (0..users)
-            .map(|i| row(format!("u{i}"), t0 + i as i64))
+            .map(|i| row(&format!("u{i}"), t0 + i as i64, 1.0))
             .collect();
         let late = t0 + 2 * 86_400_000;
-        rows.push(row("last".into(), late));
+        rows.push(row("last", late, 1.0));
         let (payload, _) = frame::encode("transactions", 0, &rows, &[]);
         state.apply(&catalog, 0, &mut frame::decode(payload).unwrap());
         let frontiers = |state: &OnlineState| -> Vec<i64> {
