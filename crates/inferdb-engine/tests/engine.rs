@@ -360,7 +360,7 @@ fn torn_tail_of_the_log_is_cut_and_the_rest_recovers() {
 
 #[test]
 fn large_batches_applied_on_two_threads_equal_naive_recomputation() {
-    // Groups of 2,048 rows or more update views on two threads.
+    // Groups of 256 rows or more are applied on two threads.
     let dir = tempfile::tempdir().unwrap();
     let evs = events(6_000, 11);
     let engine = Engine::open(config(dir.path())).unwrap();
