@@ -29,7 +29,9 @@ pub const NO_WATERMARK: i64 = i64::MIN;
 /// per-structure split (the user view on one thread, the merchant view and
 /// the hot tier on the other) left one thread with 0.72 of a core and the
 /// other with 0.3 in `bench ingest`; by parity the halves are even whatever
-/// the spec, and every shard still takes its rows in log order.
+/// the spec, and every shard still takes its rows in log order. Both
+/// threads hash every row's keys to find their shards (a few nanoseconds a
+/// key): cheaper than a serial pass sorting the rows out before the split.
 #[derive(Debug, Clone, Copy)]
 enum Part {
     All,
