@@ -26,8 +26,10 @@ pub struct HotRecord {
     pub rid: u64,
     /// Event time (ms).
     pub ts: i64,
-    /// The row, encoded by [`inferdb_types::codec::encode_row`].
-    pub bytes: Box<[u8]>,
+    /// The row, encoded by [`inferdb_types::codec::encode_row`]; shared
+    /// with a snapshot being written rather than copied.
+    #[serde(with = "shared")]
+    pub bytes: Arc<[u8]>,
 }
 
 impl HotRecord {
@@ -58,21 +60,23 @@ pub struct HotShard {
 #[derive(Debug)]
 struct Entity {
     key: Arc<str>,
-    recs: VecDeque<HotRecord>,
+    /// Shared with a snapshot being written ([`HotShard::snap`]); copied
+    /// on the next change ([`Arc::make_mut`]).
+    recs: Arc<VecDeque<HotRecord>>,
     /// The latest event time of the key's records the per-entity cap
     /// pushed out.
     evicted: Option<i64>,
 }
 
 impl Entity {
-    fn new(key: Arc<str>, recs: Vec<HotRecord>, evicted: Option<i64>) -> Entity {
+    fn new(key: Arc<str>, recs: Arc<VecDeque<HotRecord>>, evicted: Option<i64>) -> Entity {
         let mut recs = recs;
-        recs.sort_by_key(|r| (r.ts, r.rid));
-        Entity {
-            key,
-            recs: recs.into(),
-            evicted,
+        if !recs.iter().is_sorted_by_key(|r| (r.ts, r.rid)) {
+            Arc::make_mut(&mut recs)
+                .make_contiguous()
+                .sort_by_key(|r| (r.ts, r.rid));
         }
+        Entity { key, recs, evicted }
     }
 
     /// Where the record (ts, rid) is, or would be.
@@ -86,7 +90,42 @@ impl Entity {
 pub struct HotShardSnap {
     next_rid: u64,
     budget_evicted: Option<i64>,
-    entities: Vec<(String, Vec<HotRecord>, Option<i64>)>,
+    entities: Vec<SnapEntity>,
+}
+
+/// One key's records in a [`HotShardSnap`]: (key, records, the latest
+/// event time the per-entity cap pushed out).
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapEntity(
+    #[serde(with = "shared")] Arc<str>,
+    #[serde(with = "shared")] Arc<VecDeque<HotRecord>>,
+    Option<i64>,
+);
+
+/// Serde for shared (`Arc`) values, written exactly as their owned forms
+/// (`String`, `Box<[u8]>`, a sequence of records): snapshots keep their
+/// layout.
+mod shared {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<T, S>(v: &Arc<T>, s: S) -> Result<S::Ok, S::Error>
+    where
+        T: Serialize + ?Sized,
+        S: Serializer,
+    {
+        (**v).serialize(s)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Arc<T>, D::Error>
+    where
+        T: ?Sized,
+        Box<T>: Deserialize<'de>,
+        Arc<T>: From<Box<T>>,
+        D: Deserializer<'de>,
+    {
+        Box::<T>::deserialize(d).map(Arc::from)
+    }
 }
 
 impl HotShard {
@@ -104,7 +143,7 @@ impl HotShard {
         key: &str,
         h: u64,
         ts: i64,
-        bytes: Box<[u8]>,
+        bytes: Arc<[u8]>,
         per_entity: usize,
         budget: usize,
     ) {
@@ -117,17 +156,18 @@ impl HotShard {
         let entry = self
             .entities
             .entry(h, |e| e.key.as_ref() == key, |e| hasher.hash(&e.key))
-            .or_insert_with(|| Entity::new(Arc::from(key), Vec::new(), None));
+            .or_insert_with(|| Entity::new(Arc::from(key), Arc::default(), None));
         let e = entry.into_mut();
+        let recs = Arc::make_mut(&mut e.recs);
         // rid is the largest yet: only the time decides the place.
-        if e.recs.back().is_none_or(|b| b.ts <= ts) {
-            e.recs.push_back(rec);
+        if recs.back().is_none_or(|b| b.ts <= ts) {
+            recs.push_back(rec);
         } else {
-            let i = e.recs.partition_point(|r| r.ts <= ts);
-            e.recs.insert(i, rec);
+            let i = recs.partition_point(|r| r.ts <= ts);
+            recs.insert(i, rec);
         }
-        while e.recs.len() > per_entity.max(1) {
-            if let Some(old) = e.recs.pop_front() {
+        while recs.len() > per_entity.max(1) {
+            if let Some(old) = recs.pop_front() {
                 self.bytes -= old.size();
                 self.records -= 1;
                 e.evicted = e.evicted.max(Some(old.ts));
@@ -162,7 +202,7 @@ impl HotShard {
         let e = entry.get_mut();
         let i = e.position(ts, rid);
         if e.recs.get(i).is_some_and(|r| r.rid == rid)
-            && let Some(old) = e.recs.remove(i)
+            && let Some(old) = Arc::make_mut(&mut e.recs).remove(i)
         {
             self.bytes -= old.size();
             self.records -= 1;
@@ -180,11 +220,11 @@ impl HotShard {
             return Vec::new();
         };
         let (e, _) = entry.remove();
-        for r in &e.recs {
+        for r in e.recs.iter() {
             self.bytes -= r.size();
             self.records -= 1;
         }
-        e.recs.into()
+        Arc::unwrap_or_clone(e.recs).into()
     }
 
     /// Number of records held.
@@ -227,7 +267,8 @@ impl HotShard {
         }
     }
 
-    /// The serialized form.
+    /// The serialized form. Cheap: it shares every key's records, which
+    /// the shard copies when it next changes that key.
     pub fn snap(&self) -> HotShardSnap {
         // Arrival order is kept by rid, which the FIFO rebuild relies on.
         HotShardSnap {
@@ -236,13 +277,7 @@ impl HotShard {
             entities: self
                 .entities
                 .iter()
-                .map(|e| {
-                    (
-                        e.key.to_string(),
-                        e.recs.iter().cloned().collect(),
-                        e.evicted,
-                    )
-                })
+                .map(|e| SnapEntity(e.key.clone(), e.recs.clone(), e.evicted))
                 .collect(),
         }
     }
@@ -255,10 +290,9 @@ impl HotShard {
             ..HotShard::new(hasher.clone())
         };
         let mut order: Vec<(u64, Arc<str>, u64, i64)> = Vec::new();
-        for (k, recs, evicted) in s.entities {
-            let k: Arc<str> = Arc::from(k.as_str());
+        for SnapEntity(k, recs, evicted) in s.entities {
             let h = hasher.hash(&k);
-            for r in &recs {
+            for r in recs.iter() {
                 shard.bytes += r.size();
                 shard.records += 1;
                 order.push((r.rid, k.clone(), h, r.ts));
@@ -296,10 +330,10 @@ impl HotShard {
                 entities: Vec::new(),
             })
             .collect();
-        for (k, recs, evicted) in snaps.into_iter().flat_map(|s| s.entities) {
-            let i = shard_of(hasher.hash(&k), n);
+        for e in snaps.into_iter().flat_map(|s| s.entities) {
+            let i = shard_of(hasher.hash(&e.0), n);
             if let Some(p) = parts.get_mut(i) {
-                p.entities.push((k, recs, evicted));
+                p.entities.push(e);
             }
         }
         parts
@@ -313,13 +347,13 @@ impl HotShard {
 mod tests {
     use super::*;
 
-    fn rec(i: i64) -> Box<[u8]> {
+    fn rec(i: i64) -> Arc<[u8]> {
         let mut b = Vec::new();
         inferdb_types::codec::encode_row(&[inferdb_types::Value::Int(i)], &mut b);
-        b.into_boxed_slice()
+        b.into()
     }
 
-    fn push(s: &mut HotShard, key: &str, ts: i64, b: Box<[u8]>, per: usize, budget: usize) {
+    fn push(s: &mut HotShard, key: &str, ts: i64, b: Arc<[u8]>, per: usize, budget: usize) {
         let h = s.hasher.hash(key);
         s.push(key, h, ts, b, per, budget);
     }

@@ -385,6 +385,7 @@ impl Engine {
             lock,
             events: Vec::new(),
             syncer: None,
+            snapshotter: None,
         };
         let handle = std::thread::Builder::new()
             .name("inferdb-wal".into())

@@ -19,8 +19,10 @@ pub const WAL_BYTES_TOTAL: &str = "inferdb_wal_bytes_total";
 pub const APPLY_SECONDS: &str = "inferdb_online_apply_duration_seconds";
 /// Snapshots written.
 pub const SNAPSHOTS_TOTAL: &str = "inferdb_snapshots_total";
-/// Time to write a snapshot.
+/// Time to encode and write a snapshot (on the snapshot thread).
 pub const SNAPSHOT_SECONDS: &str = "inferdb_snapshot_duration_seconds";
+/// Time the writer paused to capture the state for a snapshot.
+pub const SNAPSHOT_CAPTURE_SECONDS: &str = "inferdb_snapshot_capture_duration_seconds";
 /// Feature rows read, label `view`.
 pub const FEATURE_READS_TOTAL: &str = "inferdb_feature_reads_total";
 /// Entities held in online state, label `view`.

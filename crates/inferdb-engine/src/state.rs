@@ -18,6 +18,7 @@ use inferdb_types::{Catalog, Value, stable_hash};
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Sentinel for "no event yet" in a watermark.
@@ -146,8 +147,11 @@ fn shard_of(h: u64, n: usize) -> usize {
 
 /// One entity's state in a view table.
 struct ViewEntry {
-    key: Box<str>,
-    state: EntityState,
+    key: Arc<str>,
+    /// Shared with a snapshot being written ([`OnlineState::capture`]):
+    /// the writer copies it on its next change ([`Arc::make_mut`]), so the
+    /// snapshot keeps the state as it was at its seq.
+    state: Arc<EntityState>,
 }
 
 /// One evaluated feature row.
@@ -354,9 +358,9 @@ impl OnlineState {
                 .entry(h, |e| *e.key == *key, |e| hasher.hash(&e.key))
                 .or_insert_with(|| ViewEntry {
                     key: key.as_ref().into(),
-                    state: EntityState::new(&vs.plan),
+                    state: Arc::new(EntityState::new(&vs.plan)),
                 });
-            entry.into_mut().state.insert(&vs.plan, *ts, row, wm);
+            Arc::make_mut(&mut entry.into_mut().state).insert(&vs.plan, *ts, row, wm);
         }
     }
 
@@ -373,7 +377,7 @@ impl OnlineState {
             else {
                 continue;
             };
-            let bytes = || -> Box<[u8]> {
+            let bytes = || -> Arc<[u8]> {
                 batch
                     .payload
                     .get(s0 as usize..s1 as usize)
@@ -433,7 +437,7 @@ impl OnlineState {
                 let mut table = lock.write();
                 let mut advanced = 0;
                 for e in table.iter_mut().skip(done).take(HOUSEKEEP_CHUNK) {
-                    e.state.advance(&vs.plan, wm);
+                    Arc::make_mut(&mut e.state).advance(&vs.plan, wm);
                     advanced += 1;
                 }
                 RwLockWriteGuard::unlock_fair(table);
@@ -600,6 +604,16 @@ impl OnlineState {
 
     /// Serializes everything (writer thread only, so nothing changes meanwhile).
     pub fn snapshot(&self, catalog: &Catalog, seq: u64) -> Result<Vec<u8>, postcard::Error> {
+        self.capture(catalog, seq).encode()
+    }
+
+    /// The state as it stands, for a snapshot at `seq` (writer thread,
+    /// between groups). Cheap: every view entity's state is shared, not
+    /// copied (the writer copies an entity when it next changes it), and
+    /// the hot tier's records share their bytes. The slow part, encoding
+    /// and writing, is [`Capture::encode`] on another thread, while the
+    /// writer goes on.
+    pub fn capture(&self, catalog: &Catalog, seq: u64) -> Capture {
         let streams = self
             .streams
             .iter()
@@ -613,27 +627,26 @@ impl OnlineState {
                 dead: s.dead.lock().iter().cloned().collect(),
             })
             .collect();
-        let guards: Vec<Vec<_>> = self
+        let views = self
             .views
             .iter()
-            .map(|v| v.shards.iter().map(|s| s.read()).collect())
-            .collect();
-        let views = guards
-            .iter()
-            .map(|g| {
-                g.iter()
-                    .flat_map(|s| s.iter().map(|e| (e.key.as_ref(), &e.state)))
-                    .collect()
+            .map(|v| {
+                let mut entities = Vec::new();
+                for shard in &v.shards {
+                    let shard = shard.read();
+                    entities.reserve(shard.len());
+                    entities.extend(shard.iter().map(|e| (e.key.clone(), e.state.clone())));
+                }
+                entities
             })
             .collect();
-        let snap = SnapshotRef {
+        Capture {
             spec: spec_fingerprint(catalog),
             seq,
             shards: self.limits.shards,
             streams,
             views,
-        };
-        postcard::to_allocvec(&snap)
+        }
     }
 
     /// Rebuilds state from a snapshot; `None` if it was taken under another
@@ -687,7 +700,7 @@ impl OnlineState {
                     h,
                     ViewEntry {
                         key: k.into(),
-                        state: e,
+                        state: Arc::new(e),
                     },
                     |e| hasher.hash(&e.key),
                 );
@@ -711,13 +724,46 @@ fn spec_fingerprint(catalog: &Catalog) -> u64 {
     stable_hash(&Value::Str(text.into()))
 }
 
+/// The snapshot as written: a [`Capture`], borrowed.
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
     spec: u64,
     seq: u64,
     shards: usize,
-    streams: Vec<StreamSnap>,
+    streams: &'a [StreamSnap],
     views: Vec<Vec<(&'a str, &'a EntityState)>>,
+}
+
+/// Online state captured at a seq ([`OnlineState::capture`]), to be
+/// encoded away from the writer.
+pub struct Capture {
+    spec: u64,
+    seq: u64,
+    shards: usize,
+    streams: Vec<StreamSnap>,
+    views: Vec<Vec<(Arc<str>, Arc<EntityState>)>>,
+}
+
+impl Capture {
+    /// The seq the state was captured at.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The snapshot's bytes (what [`OnlineState::restore`] reads).
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(&SnapshotRef {
+            spec: self.spec,
+            seq: self.seq,
+            shards: self.shards,
+            streams: &self.streams,
+            views: self
+                .views
+                .iter()
+                .map(|v| v.iter().map(|(k, e)| (k.as_ref(), e.as_ref())).collect())
+                .collect(),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -837,7 +883,7 @@ mod tests {
         }
         // (Arrival ids are per shard, and each state hashes keys with its
         // own seed: not comparable across the two.)
-        let recent = |state: &OnlineState, key: &str| -> Vec<(i64, Box<[u8]>)> {
+        let recent = |state: &OnlineState, key: &str| -> Vec<(i64, Arc<[u8]>)> {
             state
                 .recent(0, key, 100)
                 .into_iter()
@@ -848,6 +894,68 @@ mod tests {
             let got = recent(&parallel, u);
             assert_eq!(got.len(), 10);
             assert_eq!(got, recent(&serial, u));
+        }
+    }
+
+    #[test]
+    fn a_capture_keeps_the_state_of_its_seq_while_the_writer_goes_on() {
+        // Capture after the first rows, then apply more (to the same
+        // entities, new ones, and housekeeping): the capture, encoded only
+        // afterwards (as the snapshot thread does), restores to exactly the
+        // state of a second instance that only ever saw the first rows.
+        let t0 = 1_767_225_600_000i64;
+        let rows = |from: i64, to: i64| -> Vec<Vec<Value>> {
+            (from..to)
+                .map(|i| row(&format!("u{}", i % 23), t0 + i * 900, i as f64))
+                .collect()
+        };
+        let apply = |state: &OnlineState, catalog: &Catalog, rows: &[Vec<Value>]| {
+            let (payload, _) = frame::encode("transactions", 0, rows, &[]);
+            state.apply(catalog, 0, &mut frame::decode(payload).unwrap())
+        };
+        let (catalog, live) = payments_state(4);
+        let (_, reference) = payments_state(4);
+        apply(&live, &catalog, &rows(0, 300));
+        apply(&reference, &catalog, &rows(0, 300));
+        let capture = live.capture(&catalog, 7);
+        apply(&live, &catalog, &rows(300, 700));
+        apply(&live, &catalog, &[row("newcomer", t0 + 800_000, 1.0)]);
+        for shard in 0..4 {
+            live.housekeep(&catalog, shard);
+        }
+        let limits = live.limits.clone();
+        let bytes = capture.encode().unwrap();
+        let (restored, seq) = OnlineState::restore(&catalog, limits, &bytes)
+            .unwrap()
+            .expect("same spec and shards");
+        assert_eq!(seq, 7);
+
+        let users: Vec<String> = (0..23)
+            .map(|i| format!("u{i}"))
+            .chain(["newcomer".into()])
+            .collect();
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        let got = restored.read(&catalog, 0, &users, None);
+        assert_eq!(got, reference.read(&catalog, 0, &users, None));
+        assert!(!got[23].found, "the newcomer came after the capture");
+        assert_ne!(
+            got,
+            live.read(&catalog, 0, &users, None),
+            "the live state moved on"
+        );
+        assert_eq!(
+            restored.streams[0].stored.load(Ordering::Relaxed),
+            300,
+            "counters as at the capture"
+        );
+        for u in &users {
+            let ts = |s: &OnlineState| {
+                s.recent(0, u, 1_000)
+                    .iter()
+                    .map(|r| (r.ts, r.bytes.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(ts(&restored), ts(&reference), "{u}");
         }
     }
 

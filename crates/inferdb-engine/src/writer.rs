@@ -17,15 +17,17 @@
 //! durable, the batches ready by then are appended and their fsync started
 //! on the `inferdb-wal-sync` thread before the durable group is applied.
 //! A group is still applied (made visible) and acknowledged only after its
-//! own fsync. Snapshots are taken here between groups, so they are a consistent
-//! cut at a known sequence number. If a write or fsync fails, every waiting
+//! own fsync. Snapshots are cut here between groups, so they are a consistent
+//! cut at a known sequence number; the writer only captures the state (cheap:
+//! entity states and hot records are shared, copied when next changed) and
+//! the `inferdb-snapshot` thread encodes and writes it. If a write or fsync fails, every waiting
 //! and later batch is refused: after a failed fsync the page cache can no
 //! longer be trusted, and only a restart (which replays the log) is safe.
 
 use crate::error::EngineError;
 use crate::frame::{BatchFrame, KIND_BATCH};
 use crate::metrics as m;
-use crate::state::OnlineState;
+use crate::state::{Capture, OnlineState};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use inferdb_storage::{FsyncPolicy, SyncDone, SyncJob, Wal, write_snapshot};
 use inferdb_types::Catalog;
@@ -99,6 +101,8 @@ pub(crate) struct Writer {
     /// The `inferdb-wal-sync` thread (fsync policy `batch`), started by
     /// [`Writer::run`].
     pub syncer: Option<Syncer>,
+    /// The `inferdb-snapshot` thread, started by [`Writer::run`].
+    pub snapshotter: Option<Snapshotter>,
 }
 
 /// Groups of at least this many rows have the next group's fsync run on
@@ -141,6 +145,80 @@ impl Syncer {
             .ok()?;
         Some(Syncer { jobs, done })
     }
+}
+
+/// A captured state on its way to disk, and who waits for it (`None`: the
+/// periodic snapshot, whose outcome the writer collects later).
+struct SnapshotJob {
+    capture: Capture,
+    reply: Option<Sender<Result<u64, EngineError>>>,
+}
+
+/// The snapshot thread: encodes and writes what the writer captured, one
+/// job at a time in order (it is the only writer of snapshot files). The
+/// periodic snapshot only costs the writer its capture; an explicit
+/// snapshot, an erasure and shutdown wait for theirs.
+pub(crate) struct Snapshotter {
+    jobs: Sender<SnapshotJob>,
+    /// Outcomes of the periodic snapshots, in order.
+    done: Receiver<Result<u64, EngineError>>,
+    thread: std::thread::JoinHandle<()>,
+    /// Periodic snapshots sent and not yet collected.
+    in_flight: usize,
+}
+
+impl Snapshotter {
+    fn start(dir: PathBuf) -> Option<Snapshotter> {
+        let (jobs, job_rx) = crossbeam_channel::unbounded::<SnapshotJob>();
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("inferdb-snapshot".into())
+            .spawn(move || {
+                while let Ok(job) = job_rx.recv() {
+                    let r = write_capture(&dir, &job.capture);
+                    drop(job.capture);
+                    let _ = match job.reply {
+                        Some(reply) => reply.send(r),
+                        None => done_tx.send(r),
+                    };
+                }
+            })
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "no snapshot thread; snapshots block the writer"),
+            )
+            .ok()?;
+        Some(Snapshotter {
+            jobs,
+            done,
+            thread,
+            in_flight: 0,
+        })
+    }
+
+    /// Lets the jobs sent finish, then stops the thread.
+    fn stop(self) {
+        drop(self.jobs);
+        let _ = self.thread.join();
+    }
+}
+
+/// Encodes a captured state and writes it as the snapshot of its seq.
+fn write_capture(dir: &std::path::Path, capture: &Capture) -> Result<u64, EngineError> {
+    let t = Instant::now();
+    let seq = capture.seq();
+    let bytes = capture
+        .encode()
+        .map_err(|e| EngineError::Internal(format!("snapshot encoding: {e}")))?;
+    write_snapshot(dir, seq, &bytes)?;
+    metrics::counter!(m::SNAPSHOTS_TOTAL).increment(1);
+    metrics::histogram!(m::SNAPSHOT_SECONDS).record(t.elapsed().as_secs_f64());
+    tracing::info!(
+        seq,
+        bytes = bytes.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "snapshot encoded and written"
+    );
+    Ok(seq)
 }
 
 /// Puts ticketed batches back in order.
@@ -206,6 +284,7 @@ impl Writer {
         if self.fsync == FsyncPolicy::Batch {
             self.syncer = Syncer::start();
         }
+        self.snapshotter = Snapshotter::start(self.snapshot_dir.clone());
         let mut inflight: Option<Written> = None;
         loop {
             // Block only when there is nothing to do: no batch whose turn
@@ -261,9 +340,15 @@ impl Writer {
                     housekeep_shard += 1;
                 }
             }
+            if !self.collect_snapshots() {
+                snapshot_seq = 0;
+            }
             let applied = self.applied_seq.load(Ordering::Acquire);
-            if applied > snapshot_seq && last_snapshot.elapsed() >= self.snapshot_interval {
-                if let Ok(s) = self.snapshot() {
+            if applied > snapshot_seq
+                && last_snapshot.elapsed() >= self.snapshot_interval
+                && !self.snapshot_in_flight()
+            {
+                if let Ok(s) = self.begin_snapshot() {
                     snapshot_seq = s;
                 }
                 last_snapshot = Instant::now();
@@ -301,6 +386,11 @@ impl Writer {
                     }
                     Command::Abort(tx) => {
                         self.failed.store(true, Ordering::Release);
+                        // A snapshot being written is of durable frames:
+                        // whether a crash lets it finish or not, a restart
+                        // is right. Let it finish, so nothing writes into
+                        // the directory after this answer.
+                        self.stop_snapshotter();
                         let _ = self.lock.unlock();
                         let _ = tx.send(());
                         return;
@@ -339,15 +429,18 @@ impl Writer {
 
     fn finish(&mut self) {
         if self.failed.load(Ordering::Acquire) {
+            self.stop_snapshotter();
             return;
         }
         if let Err(e) = self.wal.sync() {
             tracing::error!(error = %e, "final WAL sync failed");
+            self.stop_snapshotter();
             return;
         }
         if let Err(e) = self.snapshot() {
             tracing::warn!(error = %e, "snapshot at shutdown failed; restart will replay the log");
         }
+        self.stop_snapshotter();
     }
 
     fn fail_all(&self, group: &mut Vec<PendingBatch>, why: &str) {
@@ -565,26 +658,101 @@ impl Writer {
         }
     }
 
-    fn snapshot(&mut self) -> Result<u64, EngineError> {
+    /// Captures the state for a snapshot at the applied seq (between
+    /// groups, so a consistent cut), after making the log durable: a
+    /// snapshot must never cover frames the log could still lose.
+    fn capture(&mut self) -> Result<Capture, EngineError> {
         let t = Instant::now();
-        // A snapshot must never cover frames the log could still lose.
         self.wal.sync()?;
         let seq = self.applied_seq.load(Ordering::Acquire);
-        let bytes = self
-            .state
-            .snapshot(&self.catalog, seq)
-            .map_err(|e| EngineError::Internal(format!("snapshot encoding: {e}")))?;
-        write_snapshot(&self.snapshot_dir, seq, &bytes)?;
+        let capture = self.state.capture(&self.catalog, seq);
+        metrics::histogram!(m::SNAPSHOT_CAPTURE_SECONDS).record(t.elapsed().as_secs_f64());
+        tracing::debug!(seq, ms = t.elapsed().as_millis() as u64, "state captured");
+        Ok(capture)
+    }
+
+    /// Takes a snapshot and waits until it is written (explicit snapshots,
+    /// erasures, shutdown), then truncates the log behind it.
+    fn snapshot(&mut self) -> Result<u64, EngineError> {
+        let capture = self.capture()?;
+        let seq = match &self.snapshotter {
+            Some(s) => {
+                let (reply, answer) = crossbeam_channel::bounded(1);
+                let job = SnapshotJob {
+                    capture,
+                    reply: Some(reply),
+                };
+                match s.jobs.send(job) {
+                    Ok(()) => answer.recv().map_err(|_| {
+                        EngineError::Internal("the snapshot thread stopped".into())
+                    })??,
+                    Err(e) => write_capture(&self.snapshot_dir, &e.into_inner().capture)?,
+                }
+            }
+            None => write_capture(&self.snapshot_dir, &capture)?,
+        };
         self.truncate(seq);
-        metrics::counter!(m::SNAPSHOTS_TOTAL).increment(1);
-        metrics::histogram!(m::SNAPSHOT_SECONDS).record(t.elapsed().as_secs_f64());
-        tracing::info!(
-            seq,
-            bytes = bytes.len(),
-            ms = t.elapsed().as_millis() as u64,
-            "snapshot written"
-        );
         Ok(seq)
+    }
+
+    /// Starts the periodic snapshot: captures the state and leaves the
+    /// encoding and writing to the snapshot thread, whose outcome
+    /// [`Writer::collect_snapshots`] picks up. Returns the seq it covers.
+    fn begin_snapshot(&mut self) -> Result<u64, EngineError> {
+        if self.snapshotter.is_none() {
+            return self.snapshot();
+        }
+        let capture = self.capture()?;
+        let seq = capture.seq();
+        if let Some(s) = &mut self.snapshotter {
+            let job = SnapshotJob {
+                capture,
+                reply: None,
+            };
+            match s.jobs.send(job) {
+                Ok(()) => s.in_flight += 1,
+                Err(e) => {
+                    write_capture(&self.snapshot_dir, &e.into_inner().capture)?;
+                    self.truncate(seq);
+                }
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Takes the outcomes of finished periodic snapshots: truncates the log
+    /// behind each one written. False if one failed (the next is due then).
+    fn collect_snapshots(&mut self) -> bool {
+        let mut ok = true;
+        let mut written = None;
+        if let Some(s) = &mut self.snapshotter {
+            while let Ok(r) = s.done.try_recv() {
+                s.in_flight = s.in_flight.saturating_sub(1);
+                match r {
+                    Ok(seq) => written = Some(seq),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "snapshot failed");
+                        ok = false;
+                    }
+                }
+            }
+        }
+        if let Some(seq) = written {
+            self.truncate(seq);
+        }
+        ok
+    }
+
+    /// Whether a periodic snapshot is still being written.
+    fn snapshot_in_flight(&self) -> bool {
+        self.snapshotter.as_ref().is_some_and(|s| s.in_flight > 0)
+    }
+
+    /// Lets the snapshot thread finish what it was given and stops it.
+    fn stop_snapshotter(&mut self) {
+        if let Some(s) = self.snapshotter.take() {
+            s.stop();
+        }
     }
 }
 

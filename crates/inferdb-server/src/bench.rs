@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// 5s to see the effect.
     #[arg(long, default_value = "10m")]
     pub lateness: String,
+    /// Seconds between snapshots of online state during the run (the
+    /// server's default is 60, longer than most runs): pass 1 to measure
+    /// ingest and inference while snapshots are taken.
+    #[arg(long)]
+    pub snapshot_interval_secs: Option<u64>,
 }
 
 /// Options of `bench infer`.
@@ -447,29 +452,45 @@ fn print_ingest(r: &IngestResult, args: &BenchArgs) {
     );
 }
 
+/// A histogram's sum and count in the server's Prometheus text.
+fn metric_sum(text: &str, name: &str) -> (f64, f64) {
+    let get = |suffix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{suffix}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (get("_sum"), get("_count"))
+}
+
 /// Where the server spent its time, from its own histograms.
 fn print_server_timings() {
     let Some(h) = crate::metrics::handle() else {
         return;
     };
     let text = h.render();
-    let sum = |name: &str| -> (f64, f64) {
-        let get = |suffix: &str| {
-            text.lines()
-                .find(|l| l.starts_with(&format!("{name}{suffix}")))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (get("_sum"), get("_count"))
-    };
-    let (apply, groups) = sum(inferdb_engine::metrics::APPLY_SECONDS);
-    let (sync, _) = sum(inferdb_engine::metrics::WAL_SYNC_SECONDS);
-    let (batches, _) = sum(inferdb_engine::metrics::WAL_GROUP_BATCHES);
+    let (apply, groups) = metric_sum(&text, inferdb_engine::metrics::APPLY_SECONDS);
+    let (sync, _) = metric_sum(&text, inferdb_engine::metrics::WAL_SYNC_SECONDS);
+    let (batches, _) = metric_sum(&text, inferdb_engine::metrics::WAL_GROUP_BATCHES);
     println!(
         "  server: {groups:.0} group commits ({:.1} batches each); {apply:.2} s applying, {sync:.2} s in fsync (large groups: the next fsync overlaps the apply)",
         batches / groups.max(1.0)
     );
+    print_snapshots(&text);
+}
+
+/// How much the periodic snapshots taken so far cost the writer.
+fn print_snapshots(text: &str) {
+    let (capture, captures) = metric_sum(text, inferdb_engine::metrics::SNAPSHOT_CAPTURE_SECONDS);
+    let (written, writes) = metric_sum(text, inferdb_engine::metrics::SNAPSHOT_SECONDS);
+    if captures > 0.0 {
+        println!(
+            "  snapshots so far: {captures:.0}; the writer paused {:.1} ms per snapshot to capture the state, the snapshot thread took {:.0} ms to encode and write it",
+            capture / captures * 1e3,
+            written / writes.max(1.0) * 1e3
+        );
+    }
 }
 
 fn data_dir(args: &BenchArgs) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
@@ -517,13 +538,17 @@ fn start_and_ingest(
     );
     let (dir, keep) = data_dir(args)?;
     let rt = serve::runtime(args.worker_threads)?;
-    let server = rt.block_on(serve::start(server_config(
+    let mut config = server_config(
         dir,
         args.fsync,
         args.worker_threads,
         Some(&args.lateness),
         models,
-    )?))?;
+    )?;
+    if let Some(secs) = args.snapshot_interval_secs {
+        config.engine.snapshot_interval = std::time::Duration::from_secs(secs.max(1));
+    }
+    let server = rt.block_on(serve::start(config))?;
     let r = ingest(server.addr, bodies, events, bad, args.ingest_concurrency)?;
     print_ingest(&r, args);
     Ok((rt, server, r, keep))
@@ -751,6 +776,9 @@ pub fn run_infer(args: &InferBenchArgs) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    if let Some(h) = crate::metrics::handle() {
+        print_snapshots(&h.render());
     }
     rt.block_on(server.stop())?;
     Ok(())

@@ -147,8 +147,8 @@ pub(crate) fn latest_rows_pattern(plan: &LogicalPlan, history: &History) -> Opti
 }
 
 /// A row as `inferdb_types::codec::encode_row` wrote it (the hot tier
-/// keeps rows so).
-pub type EncodedRow = Box<[u8]>;
+/// keeps rows so, shared).
+pub type EncodedRow = std::sync::Arc<[u8]>;
 
 impl History {
     /// One batch of `rows` of table `table`, in the table's schema.
