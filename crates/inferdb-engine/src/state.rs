@@ -608,9 +608,9 @@ impl OnlineState {
     }
 
     /// The state as it stands, for a snapshot at `seq` (writer thread,
-    /// between groups). Cheap: every view entity's state is shared, not
-    /// copied (the writer copies an entity when it next changes it), and
-    /// the hot tier's records share their bytes. The slow part, encoding
+    /// between groups). Cheap: every view entity's state and every key's
+    /// recent records are shared, not copied (the writer copies one when
+    /// it next changes it). The slow part, encoding
     /// and writing, is [`Capture::encode`] on another thread, while the
     /// writer goes on.
     pub fn capture(&self, catalog: &Catalog, seq: u64) -> Capture {
