@@ -602,11 +602,6 @@ impl OnlineState {
             .sum()
     }
 
-    /// Serializes everything (writer thread only, so nothing changes meanwhile).
-    pub fn snapshot(&self, catalog: &Catalog, seq: u64) -> Result<Vec<u8>, postcard::Error> {
-        self.capture(catalog, seq).encode()
-    }
-
     /// The state as it stands, for a snapshot at `seq` (writer thread,
     /// between groups). Cheap: every view entity's state and every key's
     /// recent records are shared, not copied (the writer copies one when
