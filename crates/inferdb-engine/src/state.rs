@@ -745,9 +745,14 @@ impl Capture {
         self.seq
     }
 
-    /// The snapshot's bytes (what [`OnlineState::restore`] reads).
-    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_allocvec(&SnapshotRef {
+    /// Writes the snapshot's bytes (what [`OnlineState::restore`] reads)
+    /// into `w` as they are encoded.
+    pub fn encode_into<W: std::io::Write>(&self, w: W) -> Result<(), postcard::Error> {
+        postcard::to_io(&self.as_snapshot(), w).map(|_| ())
+    }
+
+    fn as_snapshot(&self) -> SnapshotRef<'_> {
+        SnapshotRef {
             spec: self.spec,
             seq: self.seq,
             shards: self.shards,
@@ -757,7 +762,7 @@ impl Capture {
                 .iter()
                 .map(|v| v.iter().map(|(k, e)| (k.as_ref(), e.as_ref())).collect())
                 .collect(),
-        })
+        }
     }
 }
 
@@ -919,7 +924,8 @@ mod tests {
             live.housekeep(&catalog, shard);
         }
         let limits = live.limits.clone();
-        let bytes = capture.encode().unwrap();
+        let mut bytes = Vec::new();
+        capture.encode_into(&mut bytes).unwrap();
         let (restored, seq) = OnlineState::restore(&catalog, limits, &bytes)
             .unwrap()
             .expect("same spec and shards");

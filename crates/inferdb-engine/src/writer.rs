@@ -29,7 +29,7 @@ use crate::frame::{BatchFrame, KIND_BATCH};
 use crate::metrics as m;
 use crate::state::{Capture, OnlineState};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use inferdb_storage::{FsyncPolicy, SyncDone, SyncJob, Wal, write_snapshot};
+use inferdb_storage::{FsyncPolicy, SyncDone, SyncJob, Wal, write_snapshot_with};
 use inferdb_types::Catalog;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -206,15 +206,16 @@ impl Snapshotter {
 fn write_capture(dir: &std::path::Path, capture: &Capture) -> Result<u64, EngineError> {
     let t = Instant::now();
     let seq = capture.seq();
-    let bytes = capture
-        .encode()
-        .map_err(|e| EngineError::Internal(format!("snapshot encoding: {e}")))?;
-    write_snapshot(dir, seq, &bytes)?;
+    let (_, bytes) = write_snapshot_with(dir, seq, |w| {
+        capture
+            .encode_into(w)
+            .map_err(|e| std::io::Error::other(format!("snapshot encoding: {e}")))
+    })?;
     metrics::counter!(m::SNAPSHOTS_TOTAL).increment(1);
     metrics::histogram!(m::SNAPSHOT_SECONDS).record(t.elapsed().as_secs_f64());
     tracing::info!(
         seq,
-        bytes = bytes.len(),
+        bytes,
         ms = t.elapsed().as_millis() as u64,
         "snapshot encoded and written"
     );

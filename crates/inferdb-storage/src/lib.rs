@@ -29,7 +29,10 @@ pub use datafusion::parquet;
 pub use error::StorageError;
 pub use frame::{FRAME_HEADER_LEN, FRAME_MAGIC, Frame, MAX_PAYLOAD_LEN};
 pub use reader::WalReader;
-pub use snapshot::{SNAPSHOT_HEADER_LEN, read_latest_snapshot, write_snapshot};
+pub use snapshot::{
+    SNAPSHOT_HEADER_LEN, SnapshotWriter, WRITEBACK_CHUNK, read_latest_snapshot, write_snapshot,
+    write_snapshot_with,
+};
 pub use wal::{
     DEFAULT_SEGMENT_BYTES, FsyncPolicy, RecoveryReport, SyncDone, SyncJob, Wal, WalOptions,
 };
