@@ -48,7 +48,7 @@ const TMP_SUFFIX: &str = ".tmp";
 const SEQ_DIGITS: usize = 20;
 
 /// Bytes of a snapshot written between two syncs of its file.
-pub const WRITEBACK_CHUNK: usize = 4 << 20;
+pub const WRITEBACK_CHUNK: usize = 1 << 20;
 /// Bytes a [`SnapshotWriter`] gathers before it writes them to the file.
 const WRITE_BUFFER: usize = 256 << 10;
 
@@ -150,6 +150,9 @@ impl SnapshotWriter {
     }
 
     fn drain(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
         let buf = std::mem::take(&mut self.buf);
         let result = self.append(&buf);
         self.buf = buf;
