@@ -49,8 +49,6 @@ const SEQ_DIGITS: usize = 20;
 
 /// Bytes of a snapshot written between two syncs of its file.
 pub const WRITEBACK_CHUNK: usize = 1 << 20;
-/// Bytes a [`SnapshotWriter`] gathers before it writes them to the file.
-const WRITE_BUFFER: usize = 256 << 10;
 
 /// Writes a snapshot of `payload` covering the WAL up to `seq` into `dir`
 /// (created if missing) atomically and durably, then deletes all but the two
@@ -106,15 +104,15 @@ where
     Ok((path, len))
 }
 
-/// Where a snapshot's payload goes while it is encoded: gathers writes in
-/// a buffer, checksums and appends them to the file, and syncs the file
-/// after each `chunk` bytes (see the module doc).
+/// Where a snapshot's payload goes while it is encoded: checksums each
+/// write, appends it to the file, and syncs the file after each `chunk`
+/// bytes (see the module doc). It does not buffer: write it in large pieces
+/// (the engine gathers 256 KiB at a time).
 pub struct SnapshotWriter {
     file: File,
-    buf: Vec<u8>,
     /// CRC-32 of the payload written so far.
     crc: crc32fast::Hasher,
-    /// Payload bytes handed to the file.
+    /// Payload bytes written.
     written: u64,
     /// Payload bytes covered by the last sync.
     synced: u64,
@@ -128,7 +126,6 @@ impl SnapshotWriter {
     fn new(file: File, chunk: usize) -> SnapshotWriter {
         SnapshotWriter {
             file,
-            buf: Vec::with_capacity(WRITE_BUFFER),
             crc: crc32fast::Hasher::new(),
             written: 0,
             synced: 0,
@@ -137,7 +134,6 @@ impl SnapshotWriter {
         }
     }
 
-    /// Appends `data` to the file, syncing it once a chunk has gathered.
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         self.crc.update(data);
         self.file.write_all(data)?;
@@ -148,44 +144,21 @@ impl SnapshotWriter {
         }
         Ok(())
     }
+}
 
-    fn drain(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let buf = std::mem::take(&mut self.buf);
-        let result = self.append(&buf);
-        self.buf = buf;
-        self.buf.clear();
-        self.keep(result)
-    }
-
-    fn keep(&mut self, result: io::Result<()>) -> io::Result<()> {
+impl Write for SnapshotWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let result = self.append(data);
         if let Err(e) = &result
             && self.failed.is_none()
         {
             self.failed = Some(io::Error::new(e.kind(), e.to_string()));
         }
-        result
-    }
-}
-
-impl Write for SnapshotWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.buf.len() + data.len() > WRITE_BUFFER {
-            self.drain()?;
-        }
-        if data.len() >= WRITE_BUFFER {
-            let result = self.append(data);
-            self.keep(result)?;
-        } else {
-            self.buf.extend_from_slice(data);
-        }
-        Ok(data.len())
+        result.map(|()| data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.drain()
+        Ok(())
     }
 }
 
@@ -436,9 +409,9 @@ mod tests {
     #[test]
     fn a_payload_streamed_in_pieces_over_many_chunks_reads_back_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let p = payload(3 * WRITE_BUFFER + 12_345);
-        // Pieces of 1 byte, small ones, and one larger than the buffer.
-        let cuts = [1, 2, 7, 1000, WRITE_BUFFER + 3, 60_000];
+        let p = payload(800_000);
+        // Pieces of 1 byte, small ones, and ones larger than a chunk.
+        let cuts = [1, 2, 7, 1000, 300_003, 60_000];
         let (path, len) = write_snapshot_chunked(dir.path(), 11, 4096, |w| {
             let mut rest = &p[..];
             for &n in cuts.iter().cycle() {
