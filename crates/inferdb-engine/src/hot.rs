@@ -69,8 +69,7 @@ struct Entity {
 }
 
 impl Entity {
-    fn new(key: Arc<str>, recs: Arc<VecDeque<HotRecord>>, evicted: Option<i64>) -> Entity {
-        let mut recs = recs;
+    fn new(key: Arc<str>, mut recs: Arc<VecDeque<HotRecord>>, evicted: Option<i64>) -> Entity {
         if !recs.iter().is_sorted_by_key(|r| (r.ts, r.rid)) {
             Arc::make_mut(&mut recs)
                 .make_contiguous()

@@ -606,8 +606,8 @@ impl OnlineState {
     /// between groups). Cheap: every view entity's state and every key's
     /// recent records are shared, not copied (the writer copies one when
     /// it next changes it). The slow part, encoding
-    /// and writing, is [`Capture::encode`] on another thread, while the
-    /// writer goes on.
+    /// and writing, is [`Capture::encode_into`] on another thread, while
+    /// the writer goes on.
     pub fn capture(&self, catalog: &Catalog, seq: u64) -> Capture {
         let streams = self
             .streams

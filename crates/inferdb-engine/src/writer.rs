@@ -672,25 +672,39 @@ impl Writer {
         Ok(capture)
     }
 
+    /// Hands a capture to the snapshot thread (`reply`: who waits for it;
+    /// `None` for a periodic one, counted in flight). Gives the capture
+    /// back when there is no snapshot thread, or it has stopped.
+    fn hand_over(
+        &mut self,
+        capture: Capture,
+        reply: Option<Sender<Result<u64, EngineError>>>,
+    ) -> Result<(), Capture> {
+        let Some(s) = &mut self.snapshotter else {
+            return Err(capture);
+        };
+        let periodic = reply.is_none();
+        match s.jobs.send(SnapshotJob { capture, reply }) {
+            Ok(()) => {
+                if periodic {
+                    s.in_flight += 1;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner().capture),
+        }
+    }
+
     /// Takes a snapshot and waits until it is written (explicit snapshots,
     /// erasures, shutdown), then truncates the log behind it.
     fn snapshot(&mut self) -> Result<u64, EngineError> {
         let capture = self.capture()?;
-        let seq = match &self.snapshotter {
-            Some(s) => {
-                let (reply, answer) = crossbeam_channel::bounded(1);
-                let job = SnapshotJob {
-                    capture,
-                    reply: Some(reply),
-                };
-                match s.jobs.send(job) {
-                    Ok(()) => answer.recv().map_err(|_| {
-                        EngineError::Internal("the snapshot thread stopped".into())
-                    })??,
-                    Err(e) => write_capture(&self.snapshot_dir, &e.into_inner().capture)?,
-                }
-            }
-            None => write_capture(&self.snapshot_dir, &capture)?,
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let seq = match self.hand_over(capture, Some(reply)) {
+            Ok(()) => answer
+                .recv()
+                .map_err(|_| EngineError::Internal("the snapshot thread stopped".into()))??,
+            Err(capture) => write_capture(&self.snapshot_dir, &capture)?,
         };
         self.truncate(seq);
         Ok(seq)
@@ -698,25 +712,14 @@ impl Writer {
 
     /// Starts the periodic snapshot: captures the state and leaves the
     /// encoding and writing to the snapshot thread, whose outcome
-    /// [`Writer::collect_snapshots`] picks up. Returns the seq it covers.
+    /// [`Writer::collect_snapshots`] picks up (without one, writes it here).
+    /// Returns the seq it covers.
     fn begin_snapshot(&mut self) -> Result<u64, EngineError> {
-        if self.snapshotter.is_none() {
-            return self.snapshot();
-        }
         let capture = self.capture()?;
         let seq = capture.seq();
-        if let Some(s) = &mut self.snapshotter {
-            let job = SnapshotJob {
-                capture,
-                reply: None,
-            };
-            match s.jobs.send(job) {
-                Ok(()) => s.in_flight += 1,
-                Err(e) => {
-                    write_capture(&self.snapshot_dir, &e.into_inner().capture)?;
-                    self.truncate(seq);
-                }
-            }
+        if let Err(capture) = self.hand_over(capture, None) {
+            write_capture(&self.snapshot_dir, &capture)?;
+            self.truncate(seq);
         }
         Ok(seq)
     }

@@ -30,8 +30,7 @@ pub use error::StorageError;
 pub use frame::{FRAME_HEADER_LEN, FRAME_MAGIC, Frame, MAX_PAYLOAD_LEN};
 pub use reader::WalReader;
 pub use snapshot::{
-    SNAPSHOT_HEADER_LEN, SnapshotWriter, WRITEBACK_CHUNK, read_latest_snapshot, write_snapshot,
-    write_snapshot_with,
+    SNAPSHOT_HEADER_LEN, SnapshotWriter, read_latest_snapshot, write_snapshot, write_snapshot_with,
 };
 pub use wal::{
     DEFAULT_SEGMENT_BYTES, FsyncPolicy, RecoveryReport, SyncDone, SyncJob, Wal, WalOptions,

@@ -284,7 +284,7 @@ where
     file.write_all(&[0u8; SNAPSHOT_HEADER_LEN])
         .map_err(write_err)?;
     let mut w = SnapshotWriter::new(file, chunk);
-    if let Err(e) = encode(&mut w).and_then(|()| w.flush()) {
+    if let Err(e) = encode(&mut w) {
         return Err(write_err(w.failed.take().unwrap_or(e)));
     }
     let SnapshotWriter {
