@@ -48,6 +48,12 @@ pub struct BatchFrame {
     pub payload: Vec<u8>,
     /// Where each row's encoding lies in `payload`.
     pub spans: Vec<(u32, u32)>,
+    /// Each row's key hashes, row-major, as
+    /// [`crate::state::OnlineState::routes`] lays them out; computed on
+    /// the submitter's thread so that the writer's apply threads only look
+    /// them up. Empty until computed (a frame read back from the log gets
+    /// them when it is applied).
+    pub routes: Vec<u64>,
 }
 
 /// Encodes a batch; also returns where each row's encoding lies.
@@ -138,6 +144,7 @@ pub fn decode(payload: Vec<u8>) -> Result<BatchFrame, EngineError> {
         received_ms,
         rows,
         dead,
+        routes: Vec::new(),
         payload,
         spans,
     })

@@ -564,6 +564,7 @@ impl Engine {
         let stream = inner.catalog.streams[si].name.as_str();
         let accepted = rows.len();
         let (payload, spans) = frame::encode(stream, received_ms, &rows, &dead);
+        let routes = inner.state.routes(&inner.catalog, si, &rows);
         let batch = frame::BatchFrame {
             stream: stream.to_string(),
             received_ms,
@@ -571,6 +572,7 @@ impl Engine {
             dead,
             payload,
             spans,
+            routes,
         };
         let (ack_tx, ack_rx) = oneshot::channel();
         let pending = PendingBatch {

@@ -51,6 +51,7 @@ pub(crate) fn from_history(
                     dead: Vec::new(),
                     payload,
                     spans,
+                    routes: Vec::new(),
                 };
                 state.apply(catalog, si, &mut b);
             }

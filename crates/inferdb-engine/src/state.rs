@@ -131,12 +131,22 @@ impl Default for KeyHasher {
 }
 
 impl KeyHasher {
-    /// The hash of a key.
+    /// The hash of a key; never [`NO_KEY`].
     #[inline]
     pub fn hash(&self, key: &str) -> u64 {
         use std::hash::BuildHasher;
-        self.0.hash_one(key)
+        self.0.hash_one(key).min(NO_KEY - 1)
     }
+}
+
+/// In a batch's routes: the row has no key in that slot.
+pub(crate) const NO_KEY: u64 = u64::MAX;
+
+/// Routing slots per row of `stream`: one per view it feeds (in
+/// `stream.views` order), then its own key (the hot tier), then its id
+/// field, if it has one.
+fn route_width(stream: &inferdb_types::Stream) -> usize {
+    stream.views.len() + 1 + usize::from(stream.id_field.is_some())
 }
 
 #[inline]
@@ -272,6 +282,12 @@ impl OnlineState {
             marks.push(m);
         }
 
+        for (si, batch) in group.iter_mut() {
+            let want = batch.rows.len() * route_width(&catalog.streams[*si]);
+            if batch.routes.len() != want {
+                batch.routes = self.routes(catalog, *si, &batch.rows);
+            }
+        }
         let shared: Vec<(usize, &BatchFrame)> = group.iter().map(|(si, b)| (*si, &**b)).collect();
         let part = |p: Part| self.apply_part(catalog, &shared, &marks, p);
         if rows_total >= PARALLEL_APPLY_MIN_ROWS && self.limits.shards >= 2 {
@@ -307,11 +323,39 @@ impl OnlineState {
     ) {
         for ((si, batch), m) in group.iter().zip(marks) {
             let stream = &catalog.streams[*si];
-            for &vi in &stream.views {
-                self.apply_view(catalog, vi, &batch.rows, m, part);
+            for (slot, &vi) in stream.views.iter().enumerate() {
+                self.apply_view(catalog, vi, slot, batch, m, part);
             }
             self.apply_hot(stream, &self.streams[*si], batch, part);
         }
+    }
+
+    /// The key hashes of `rows` (of stream `si`) that pick their shards,
+    /// row-major, [`route_width`] per row: the key of each view the stream
+    /// feeds, the stream's own key, then a string id; [`NO_KEY`] where a
+    /// row has none. Computed where a batch is submitted, off the writer
+    /// thread; the apply threads then skip the rows of the other parity
+    /// without touching them.
+    pub(crate) fn routes(&self, catalog: &Catalog, si: usize, rows: &[Vec<Value>]) -> Vec<u64> {
+        let stream = &catalog.streams[si];
+        let mut out = Vec::with_capacity(rows.len() * route_width(stream));
+        let hash_key = |v: Option<&Value>| {
+            v.and_then(key_string)
+                .map_or(NO_KEY, |k| self.hasher.hash(&k))
+        };
+        for row in rows {
+            for &vi in &stream.views {
+                out.push(hash_key(row.get(catalog.views[vi].key)));
+            }
+            out.push(hash_key(row.get(stream.key)));
+            if let Some(i) = stream.id_field {
+                out.push(match row.get(i) {
+                    Some(Value::Str(id)) => self.hasher.hash(id),
+                    _ => NO_KEY,
+                });
+            }
+        }
+        out
     }
 
     fn keep_dead_letters(&self, st: &StreamState, dead: &[DeadLetter]) {
@@ -328,11 +372,14 @@ impl OnlineState {
         }
     }
 
+    /// Applies the rows of `batch` to view `vi`, whose key hash is in
+    /// routing slot `slot`.
     fn apply_view(
         &self,
         catalog: &Catalog,
         vi: usize,
-        rows: &[Vec<Value>],
+        slot: usize,
+        batch: &BatchFrame,
         marks: &[i64],
         part: Part,
     ) {
@@ -340,18 +387,18 @@ impl OnlineState {
         let stream = &catalog.streams[view.stream];
         let vs = &self.views[vi];
         let n = self.limits.shards;
-        for (row, &wm) in rows.iter().zip(marks) {
-            if wm == NO_WATERMARK {
+        let hashes = batch.routes.iter().skip(slot).step_by(route_width(stream));
+        for ((row, &wm), &h) in batch.rows.iter().zip(marks).zip(hashes) {
+            if wm == NO_WATERMARK || h == NO_KEY {
+                continue;
+            }
+            let si = shard_of(h, n);
+            if !part.owns(si) {
                 continue;
             }
             let (Value::Ts(ts), Some(key)) = (&row[stream.time], key_string(&row[view.key])) else {
                 continue;
             };
-            let h = self.hasher.hash(&key);
-            let si = shard_of(h, n);
-            if !part.owns(si) {
-                continue;
-            }
             let hasher = &self.hasher;
             let mut shard = vs.shards[si].write();
             let entry = shard
@@ -372,7 +419,19 @@ impl OnlineState {
         part: Part,
     ) {
         let n = self.limits.shards;
-        for (row, &(s0, s1)) in batch.rows.iter().zip(&batch.spans) {
+        let width = route_width(stream);
+        let slot = stream.views.len();
+        for ((row, &(s0, s1)), hs) in batch
+            .rows
+            .iter()
+            .zip(&batch.spans)
+            .zip(batch.routes.chunks_exact(width))
+        {
+            let (h, hid) = (hs[slot], hs.get(slot + 1).copied().unwrap_or(NO_KEY));
+            let owns = |h: u64| h != NO_KEY && part.owns(shard_of(h, n));
+            if !owns(h) && !owns(hid) {
+                continue;
+            }
             let (Value::Ts(ts), Some(key)) = (&row[stream.time], key_string(&row[stream.key]))
             else {
                 continue;
@@ -385,12 +444,11 @@ impl OnlineState {
                     .into()
             };
             if let Some(Value::Str(id)) = stream.id_field.and_then(|i| row.get(i)) {
-                let h = self.hasher.hash(id);
-                let si = shard_of(h, n);
-                if part.owns(si) {
+                let si = shard_of(hid, n);
+                if owns(hid) {
                     st.by_id[si].lock().push(
                         id,
-                        h,
+                        hid,
                         *ts,
                         bytes(),
                         1,
@@ -398,9 +456,8 @@ impl OnlineState {
                     );
                 }
             }
-            let h = self.hasher.hash(&key);
             let si = shard_of(h, n);
-            if part.owns(si) {
+            if owns(h) {
                 st.hot[si].lock().push(
                     &key,
                     h,
@@ -850,6 +907,7 @@ struct StreamSnap {
 mod tests {
     use super::*;
     use crate::frame;
+    use inferdb_types::INFERENCE_STREAM;
 
     /// The reference catalog and an empty state over it with `shards`.
     fn payments_state(shards: usize) -> (Catalog, OnlineState) {
@@ -923,7 +981,13 @@ mod tests {
         };
         let (catalog, parallel) = payments_state(8);
         let (_, serial) = payments_state(8);
-        let counts = apply(&parallel, &catalog, &rows);
+        // The parallel group comes with its routes computed beforehand, as
+        // a submitter computes them; the serial groups, like frames read
+        // back from the log, get theirs when they are applied.
+        let (payload, _) = frame::encode("transactions", 0, &rows, &[]);
+        let mut group = frame::decode(payload).unwrap();
+        group.routes = parallel.routes(&catalog, 0, &group.rows);
+        let counts = parallel.apply(&catalog, 0, &mut group);
         let serial_counts = rows
             .chunks(chunk)
             .map(|c| apply(&serial, &catalog, c))
@@ -955,6 +1019,35 @@ mod tests {
             assert_eq!(got.len(), 10);
             assert_eq!(got, recent(&serial, u));
         }
+    }
+
+    #[test]
+    fn routes_hold_each_rows_key_hashes_in_slot_order() {
+        let (catalog, state) = payments_state(8);
+        let h = |k: &str| state.hasher.hash(k);
+        let tx = catalog.stream_index("transactions").unwrap();
+        let stream = &catalog.streams[tx];
+        // transactions feeds user_txn (entity_id) then merchant_txn
+        // (merchant_id); its own key is entity_id; it has no id field.
+        assert_eq!(route_width(stream), 3);
+        let mut keyless = row("u9", 5, 1.0);
+        keyless[stream.key] = Value::Null;
+        let rows = vec![row("u1", 3, 1.0), keyless];
+        let routes = state.routes(&catalog, tx, &rows);
+        assert_eq!(
+            routes,
+            [h("u1"), h("m_3"), h("u1"), NO_KEY, h("m_5"), NO_KEY]
+        );
+        // The inference records: no views, keyed by entity, with a string
+        // id; an integer key routes as its decimal text.
+        let ir = catalog.stream_index(INFERENCE_STREAM).unwrap();
+        let s = &catalog.streams[ir];
+        assert_eq!(route_width(s), 2);
+        let (key, id) = (s.key, s.id_field.unwrap());
+        let mut r = vec![Value::Null; s.fields.len()];
+        r[key] = Value::Int(42);
+        r[id] = Value::Str("abc".into());
+        assert_eq!(state.routes(&catalog, ir, &[r]), [h("42"), h("abc")]);
     }
 
     #[test]

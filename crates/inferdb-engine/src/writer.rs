@@ -772,6 +772,7 @@ mod tests {
             batch: BatchFrame {
                 stream: "s".into(),
                 received_ms: 0,
+                routes: vec![],
                 rows: vec![],
                 dead: vec![],
                 payload,
