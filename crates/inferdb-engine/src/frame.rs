@@ -11,6 +11,7 @@ use crate::error::EngineError;
 use inferdb_types::Value;
 use inferdb_types::codec::{Decoder, encode_row};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Frame kind of an ingest batch.
 pub const KIND_BATCH: u8 = 1;
@@ -54,6 +55,11 @@ pub struct BatchFrame {
     /// them up. Empty until computed (a frame read back from the log gets
     /// them when it is applied).
     pub routes: Vec<u64>,
+    /// Each row's encoding (its `spans` slice of the payload) as the hot
+    /// tier keeps it, one allocation shared by the entity's records and
+    /// the id index; made on the submitter's thread like `routes`, and
+    /// empty until then.
+    pub records: Vec<Arc<[u8]>>,
 }
 
 /// Encodes a batch; also returns where each row's encoding lies.
@@ -145,6 +151,7 @@ pub fn decode(payload: Vec<u8>) -> Result<BatchFrame, EngineError> {
         rows,
         dead,
         routes: Vec::new(),
+        records: Vec::new(),
         payload,
         spans,
     })

@@ -564,16 +564,17 @@ impl Engine {
         let stream = inner.catalog.streams[si].name.as_str();
         let accepted = rows.len();
         let (payload, spans) = frame::encode(stream, received_ms, &rows, &dead);
-        let routes = inner.state.routes(&inner.catalog, si, &rows);
-        let batch = frame::BatchFrame {
+        let mut batch = frame::BatchFrame {
             stream: stream.to_string(),
             received_ms,
             rows,
             dead,
             payload,
             spans,
-            routes,
+            routes: Vec::new(),
+            records: Vec::new(),
         };
+        inner.state.prepare(&inner.catalog, si, &mut batch);
         let (ack_tx, ack_rx) = oneshot::channel();
         let pending = PendingBatch {
             stream: si,

@@ -52,6 +52,7 @@ pub(crate) fn from_history(
                     payload,
                     spans,
                     routes: Vec::new(),
+                    records: Vec::new(),
                 };
                 state.apply(catalog, si, &mut b);
             }

@@ -283,10 +283,7 @@ impl OnlineState {
         }
 
         for (si, batch) in group.iter_mut() {
-            let want = batch.rows.len() * route_width(&catalog.streams[*si]);
-            if batch.routes.len() != want {
-                batch.routes = self.routes(catalog, *si, &batch.rows);
-            }
+            self.prepare(catalog, *si, batch);
         }
         let shared: Vec<(usize, &BatchFrame)> = group.iter().map(|(si, b)| (*si, &**b)).collect();
         let part = |p: Part| self.apply_part(catalog, &shared, &marks, p);
@@ -327,6 +324,29 @@ impl OnlineState {
                 self.apply_view(catalog, vi, slot, batch, m, part);
             }
             self.apply_hot(stream, &self.streams[*si], batch, part);
+        }
+    }
+
+    /// Gives `batch` (of stream `si`) what the apply takes besides its
+    /// rows, unless it has it: its [`OnlineState::routes`] and its records'
+    /// bytes. A submitter does this on its own thread; a frame read back
+    /// from the log gets it when it is applied.
+    pub(crate) fn prepare(&self, catalog: &Catalog, si: usize, batch: &mut BatchFrame) {
+        if batch.routes.len() != batch.rows.len() * route_width(&catalog.streams[si]) {
+            batch.routes = self.routes(catalog, si, &batch.rows);
+        }
+        if batch.records.len() != batch.rows.len() {
+            let payload = &batch.payload;
+            batch.records = batch
+                .spans
+                .iter()
+                .map(|&(s0, s1)| {
+                    payload
+                        .get(s0 as usize..s1 as usize)
+                        .unwrap_or_default()
+                        .into()
+                })
+                .collect();
         }
     }
 
@@ -421,10 +441,10 @@ impl OnlineState {
         let n = self.limits.shards;
         let width = route_width(stream);
         let slot = stream.views.len();
-        for ((row, &(s0, s1)), hs) in batch
+        for ((row, bytes), hs) in batch
             .rows
             .iter()
-            .zip(&batch.spans)
+            .zip(&batch.records)
             .zip(batch.routes.chunks_exact(width))
         {
             let (h, hid) = (hs[slot], hs.get(slot + 1).copied().unwrap_or(NO_KEY));
@@ -436,13 +456,6 @@ impl OnlineState {
             else {
                 continue;
             };
-            let bytes = || -> Arc<[u8]> {
-                batch
-                    .payload
-                    .get(s0 as usize..s1 as usize)
-                    .unwrap_or_default()
-                    .into()
-            };
             if let Some(Value::Str(id)) = stream.id_field.and_then(|i| row.get(i)) {
                 let si = shard_of(hid, n);
                 if owns(hid) {
@@ -450,7 +463,7 @@ impl OnlineState {
                         id,
                         hid,
                         *ts,
-                        bytes(),
+                        Arc::clone(bytes),
                         1,
                         self.limits.hot_tier_bytes / n,
                     );
@@ -462,7 +475,7 @@ impl OnlineState {
                     &key,
                     h,
                     *ts,
-                    bytes(),
+                    Arc::clone(bytes),
                     self.limits.hot_records_per_entity,
                     self.limits.hot_tier_bytes / n,
                 );
@@ -1048,6 +1061,38 @@ mod tests {
         r[key] = Value::Int(42);
         r[id] = Value::Str("abc".into());
         assert_eq!(state.routes(&catalog, ir, &[r]), [h("42"), h("abc")]);
+    }
+
+    #[test]
+    fn an_inference_records_bytes_are_one_allocation_for_its_entity_and_its_id() {
+        let (catalog, state) = payments_state(8);
+        let ir = catalog.stream_index(INFERENCE_STREAM).unwrap();
+        let s = &catalog.streams[ir];
+        let t0 = 1_767_225_600_000i64;
+        let rows: Vec<Vec<Value>> = (0..3i64)
+            .map(|i| {
+                let mut r = vec![Value::Null; s.fields.len()];
+                r[s.field_index("inference_id").unwrap()] = Value::Str(format!("id{i}").into());
+                r[s.key] = Value::Str("u1".into());
+                r[s.time] = Value::Ts(t0 + i);
+                r
+            })
+            .collect();
+        let (payload, spans) = frame::encode(INFERENCE_STREAM, 0, &rows, &[]);
+        let mut batch = frame::decode(payload.clone()).unwrap();
+        // As a submitter does it: the records are made before the writer
+        // sees the batch.
+        state.prepare(&catalog, ir, &mut batch);
+        assert_eq!(batch.records.len(), 3);
+        state.apply(&catalog, ir, &mut batch);
+        let recent = state.recent(ir, "u1", 10);
+        assert_eq!(recent.len(), 3);
+        for (i, &(s0, s1)) in spans.iter().enumerate() {
+            let by_id = state.by_id(ir, &format!("id{i}")).unwrap();
+            let newest_first = &recent[2 - i];
+            assert_eq!(*by_id.bytes, payload[s0 as usize..s1 as usize]);
+            assert!(Arc::ptr_eq(&by_id.bytes, &newest_first.bytes));
+        }
     }
 
     #[test]

@@ -773,6 +773,7 @@ mod tests {
                 stream: "s".into(),
                 received_ms: 0,
                 routes: vec![],
+                records: vec![],
                 rows: vec![],
                 dead: vec![],
                 payload,

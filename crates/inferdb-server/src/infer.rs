@@ -238,7 +238,9 @@ pub async fn infer(
     let latency_ms = start.elapsed().as_secs_f64() * 1e3;
     let inference_id = new_inference_id();
     let version = model.version().to_string();
-    let preds: Vec<f64> = predictions.data.iter().map(|&x| f64::from(x)).collect();
+    // FP32 outputs are written as f32 (the shortest text that reads back
+    // as the same f32), not widened to f64 with digits the model never had.
+    let preds: &[f32] = &predictions.data;
     let inputs = RecordInputs {
         picked: &picked,
         rows: &rows,
@@ -252,7 +254,7 @@ pub async fn infer(
         Value::Str(model.name().into()),
         Value::Int(model.version()),
         Value::Str(json_text(&inputs)?.into()),
-        Value::Str(json_text(&preds)?.into()),
+        Value::Str(json_text(preds)?.into()),
         confidence.map_or(Value::Null, |c| Value::Float(f64::from(c))),
         Value::Float(latency_ms),
     ];
@@ -262,7 +264,7 @@ pub async fn infer(
         .await?;
     Ok(json_response(&InferAnswer {
         result: InferResult {
-            predictions: &preds,
+            predictions: preds,
             confidence,
             model_version: &version,
         },
@@ -287,7 +289,7 @@ struct InferAnswer<'a> {
 
 #[derive(Serialize)]
 struct InferResult<'a> {
-    predictions: &'a [f64],
+    predictions: &'a [f32],
     confidence: Option<f32>,
     model_version: &'a str,
 }
@@ -337,7 +339,7 @@ impl Serialize for RecordInputs<'_> {
 
 /// JSON text of a value (a 500 if it cannot be written, which serde_json
 /// does not do for these types).
-fn json_text<T: Serialize>(v: &T) -> ApiResult<String> {
+fn json_text<T: Serialize + ?Sized>(v: &T) -> ApiResult<String> {
     serde_json::to_string(v)
         .map_err(|e| ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
