@@ -13,6 +13,7 @@
 //! latest-rows path). Dropped records are still in the history. One shard
 //! is owned by the writer thread for changes; readers take its lock briefly.
 
+use crate::key::StoredKey;
 use crate::state::KeyHasher;
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
@@ -45,7 +46,7 @@ pub struct HotShard {
     hasher: KeyHasher,
     entities: HashTable<Entity>,
     /// Every record in arrival order: (key, key hash, rid, event time).
-    fifo: VecDeque<(Arc<str>, u64, u64, i64)>,
+    fifo: VecDeque<(StoredKey, u64, u64, i64)>,
     next_rid: u64,
     bytes: usize,
     records: usize,
@@ -59,7 +60,7 @@ pub struct HotShard {
 /// back; a late one is inserted where it belongs.
 #[derive(Debug)]
 struct Entity {
-    key: Arc<str>,
+    key: StoredKey,
     /// Shared with a snapshot being written ([`HotShard::snap`]); copied
     /// on the next change ([`Arc::make_mut`]).
     recs: Arc<VecDeque<HotRecord>>,
@@ -69,7 +70,7 @@ struct Entity {
 }
 
 impl Entity {
-    fn new(key: Arc<str>, mut recs: Arc<VecDeque<HotRecord>>, evicted: Option<i64>) -> Entity {
+    fn new(key: StoredKey, mut recs: Arc<VecDeque<HotRecord>>, evicted: Option<i64>) -> Entity {
         if !recs.iter().is_sorted_by_key(|r| (r.ts, r.rid)) {
             Arc::make_mut(&mut recs)
                 .make_contiguous()
@@ -96,7 +97,7 @@ pub struct HotShardSnap {
 /// event time the per-entity cap pushed out).
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapEntity(
-    #[serde(with = "shared")] Arc<str>,
+    StoredKey,
     #[serde(with = "shared")] Arc<VecDeque<HotRecord>>,
     Option<i64>,
 );
@@ -154,8 +155,8 @@ impl HotShard {
         let hasher = &self.hasher;
         let entry = self
             .entities
-            .entry(h, |e| e.key.as_ref() == key, |e| hasher.hash(&e.key))
-            .or_insert_with(|| Entity::new(Arc::from(key), Arc::default(), None));
+            .entry(h, |e| e.key.is(key), |e| hasher.hash(e.key.as_str()))
+            .or_insert_with(|| Entity::new(StoredKey::new(key), Arc::default(), None));
         let e = entry.into_mut();
         let recs = Arc::make_mut(&mut e.recs);
         // rid is the largest yet: only the time decides the place.
@@ -194,7 +195,7 @@ impl HotShard {
     }
 
     /// Drops the record (ts, rid) of `key` if it is still held (the budget).
-    fn evict(&mut self, key: &Arc<str>, h: u64, rid: u64, ts: i64) {
+    fn evict(&mut self, key: &StoredKey, h: u64, rid: u64, ts: i64) {
         let Ok(mut entry) = self.entities.find_entry(h, |e| &e.key == key) else {
             return;
         };
@@ -215,7 +216,7 @@ impl HotShard {
     /// Removes every record of `key` (whose hash is `h`); returns them.
     /// Their ids left in the FIFO no longer match anything and are skipped.
     pub fn remove(&mut self, key: &str, h: u64) -> Vec<HotRecord> {
-        let Ok(entry) = self.entities.find_entry(h, |e| e.key.as_ref() == key) else {
+        let Ok(entry) = self.entities.find_entry(h, |e| e.key.is(key)) else {
             return Vec::new();
         };
         let (e, _) = entry.remove();
@@ -243,7 +244,7 @@ impl HotShard {
 
     /// Up to `limit` records of `key`, newest event time first (ties: latest arrival first).
     pub fn recent(&self, key: &str, h: u64, limit: usize) -> Vec<HotRecord> {
-        let Some(e) = self.entities.find(h, |e| e.key.as_ref() == key) else {
+        let Some(e) = self.entities.find(h, |e| e.key.is(key)) else {
             return Vec::new();
         };
         e.recs.iter().rev().take(limit).cloned().collect()
@@ -256,7 +257,7 @@ impl HotShard {
     /// strictly older than the oldest one returned, or fewer than `limit`
     /// exist and nothing was ever pushed out. `None` otherwise.
     pub fn recent_exact(&self, key: &str, h: u64, limit: usize) -> Option<Vec<HotRecord>> {
-        let entity = self.entities.find(h, |e| e.key.as_ref() == key);
+        let entity = self.entities.find(h, |e| e.key.is(key));
         let floor = self.budget_evicted.max(entity.and_then(|e| e.evicted));
         let v = self.recent(key, h, limit);
         match (floor, v.last()) {
@@ -288,9 +289,9 @@ impl HotShard {
             budget_evicted: s.budget_evicted,
             ..HotShard::new(hasher.clone())
         };
-        let mut order: Vec<(u64, Arc<str>, u64, i64)> = Vec::new();
+        let mut order: Vec<(u64, StoredKey, u64, i64)> = Vec::new();
         for SnapEntity(k, recs, evicted) in s.entities {
-            let h = hasher.hash(&k);
+            let h = hasher.hash(k.as_str());
             for r in recs.iter() {
                 shard.bytes += r.size();
                 shard.records += 1;
@@ -298,7 +299,9 @@ impl HotShard {
             }
             shard
                 .entities
-                .insert_unique(h, Entity::new(k, recs, evicted), |e| hasher.hash(&e.key));
+                .insert_unique(h, Entity::new(k, recs, evicted), |e| {
+                    hasher.hash(e.key.as_str())
+                });
         }
         order.sort_by_key(|(rid, ..)| *rid);
         shard.fifo = order
@@ -330,7 +333,7 @@ impl HotShard {
             })
             .collect();
         for e in snaps.into_iter().flat_map(|s| s.entities) {
-            let i = shard_of(hasher.hash(&e.0), n);
+            let i = shard_of(hasher.hash(e.0.as_str()), n);
             if let Some(p) = parts.get_mut(i) {
                 p.entities.push(e);
             }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod frame;
 mod history;
 pub mod hot;
+mod key;
 pub mod metrics;
 pub mod parse;
 mod rebuild;
