@@ -1156,10 +1156,7 @@ mod tests {
             .expect("same spec and shards");
         assert_eq!(seq, 7);
 
-        let users: Vec<String> = (0..23)
-            .map(user)
-            .chain(["newcomer".into()])
-            .collect();
+        let users: Vec<String> = (0..23).map(user).chain(["newcomer".into()]).collect();
         let users: Vec<&str> = users.iter().map(String::as_str).collect();
         let got = restored.read(&catalog, 0, &users, None);
         assert_eq!(got, reference.read(&catalog, 0, &users, None));
