@@ -86,7 +86,7 @@ mod tests {
     #[test]
     fn keys_read_back_whole_inline_or_shared_and_serialize_as_their_string() {
         let long = "x".repeat(INLINE + 1);
-        let multibyte = "clé-ü-ß-日本"; // 18 bytes of UTF-8
+        let multibyte = "clé-ü-ß-日本"; // 17 bytes of UTF-8
         for k in ["", "user_000001", multibyte, &"y".repeat(INLINE), &long] {
             let s = StoredKey::new(k);
             assert_eq!(s.as_str(), k);
