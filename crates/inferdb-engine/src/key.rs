@@ -28,13 +28,15 @@ const _: () = assert!(std::mem::size_of::<StoredKey>() == 24);
 
 impl StoredKey {
     pub(crate) fn new(key: &str) -> StoredKey {
-        match u8::try_from(key.len()) {
-            Ok(len) if key.len() <= INLINE => {
-                let mut bytes = [0u8; INLINE];
-                bytes[..key.len()].copy_from_slice(key.as_bytes());
+        let mut bytes = [0u8; INLINE];
+        match bytes.get_mut(..key.len()) {
+            Some(place) => {
+                place.copy_from_slice(key.as_bytes());
+                // At most INLINE (22): fits.
+                let len = key.len() as u8;
                 StoredKey::Inline { len, bytes }
             }
-            _ => StoredKey::Shared(key.into()),
+            None => StoredKey::Shared(key.into()),
         }
     }
 
