@@ -20,34 +20,41 @@ use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 /// Sentinel for "no event yet" in a watermark.
 pub const NO_WATERMARK: i64 = i64::MIN;
 
-/// The rows one apply thread takes: every structure (each view's table,
-/// the hot tier's two indexes) is split into the same shards, and with two
-/// threads each takes the shards of one parity in every structure. A
+/// The rows one apply pass takes: every structure (each view's table, the
+/// hot tier's two indexes) is split into the same shards, and a large group
+/// is applied in [`APPLY_CHUNKS`] passes, each taking the shards of one
+/// residue in every structure, which two threads claim one at a time. A
 /// per-structure split (the user view on one thread, the merchant view and
 /// the hot tier on the other) left one thread with 0.72 of a core and the
-/// other with 0.3 in `bench ingest`; by parity the halves are even whatever
-/// the spec, and every shard still takes its rows in log order. Both
-/// threads hash every row's keys to find their shards (a few nanoseconds a
-/// key): cheaper than a serial pass sorting the rows out before the split.
+/// other with 0.3 in `bench ingest`; by residue the passes are even whatever
+/// the spec, and every shard still takes its rows in log order. Claimed
+/// rather than dealt (one parity each, as before), a pass never waits for a
+/// thread that the scheduler has not run yet: the helper thread is spawned
+/// on two busy cores, and the writer takes its passes while it is not
+/// running. Each pass reads every row's route to find its shards (a
+/// few nanoseconds a row): cheaper than a serial pass sorting the rows out.
 #[derive(Debug, Clone, Copy)]
 enum Part {
     All,
-    Parity(usize),
+    Residue(usize, usize),
 }
 
 impl Part {
     fn owns(self, shard: usize) -> bool {
         match self {
             Part::All => true,
-            Part::Parity(p) => shard % 2 == p,
+            Part::Residue(r, k) => shard % k == r,
         }
     }
 }
+
+/// Passes a large group is applied in (see [`Part`]).
+const APPLY_CHUNKS: usize = 4;
 
 /// Groups at least this large are applied on two threads. Starting the
 /// second thread costs tens of microseconds, a row a few: at 2,048 the
@@ -304,17 +311,26 @@ impl OnlineState {
         }
         let shared: Vec<(usize, &BatchFrame)> = group.iter().map(|(si, b)| (*si, &**b)).collect();
         let part = |p: Part| self.apply_part(catalog, &shared, &marks, p);
-        if rows_total >= PARALLEL_APPLY_MIN_ROWS && self.limits.shards >= 2 {
-            std::thread::scope(|scope| {
-                match std::thread::Builder::new()
-                    .name("inferdb-apply".into())
-                    .spawn_scoped(scope, || part(Part::Parity(0)))
-                {
-                    Ok(handle) => {
-                        part(Part::Parity(1));
-                        let _ = handle.join();
+        let chunks = APPLY_CHUNKS.min(self.limits.shards);
+        if rows_total >= PARALLEL_APPLY_MIN_ROWS && chunks >= 2 {
+            let next = AtomicUsize::new(0);
+            let claim = || {
+                loop {
+                    let r = next.fetch_add(1, Ordering::Relaxed);
+                    if r >= chunks {
+                        break;
                     }
-                    Err(_) => part(Part::All),
+                    part(Part::Residue(r, chunks));
+                }
+            };
+            std::thread::scope(|scope| {
+                let helper = std::thread::Builder::new()
+                    .name("inferdb-apply".into())
+                    .spawn_scoped(scope, claim);
+                // Without a helper this thread claims every pass.
+                claim();
+                if let Ok(h) = helper {
+                    let _ = h.join();
                 }
             });
         } else {
@@ -793,8 +809,9 @@ impl OnlineState {
 }
 
 /// The version of the snapshot's layout: a snapshot of another layout is
-/// not used (2: the hot tier records what it pushed out).
-const SNAPSHOT_LAYOUT: u32 = 2;
+/// not used (2: the hot tier records what it pushed out; 3: an entity's
+/// buffer is one row-major ring and its windows' accumulators one vector).
+const SNAPSHOT_LAYOUT: u32 = 3;
 
 /// Identifies the spec a snapshot was taken under.
 /// What the state's layout depends on: streams and views (model bindings

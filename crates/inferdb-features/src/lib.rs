@@ -18,15 +18,17 @@
 //! # Design
 //!
 //! * **One buffer per entity** of the events the longest window can still
-//!   see, sorted by (ts, insertion order), as flat `VecDeque` columns: the
-//!   ts, and one `u64` slot per aggregated field (`f64` bits with a NaN
-//!   payload for null, or a 63-bit hash whose low bit flags "last
-//!   occurrence"). Out-of-order events are inserted at their sorted place
+//!   see, sorted by (ts, insertion order), row-major in one `VecDeque<u64>`:
+//!   each row is the ts and one `u64` slot per aggregated field (`f64` bits
+//!   with a NaN payload for null, or a 63-bit hash whose low bit flags "last
+//!   occurrence"). One allocation per entity: an append and an eviction
+//!   touch one cache line at each end rather than one per column. Out-of-order events are inserted at their sorted place
 //!   (binary search; with bounded lateness that is near the back). Events at
 //!   or before `frontier − longest window` are evicted, so memory is
 //!   O(events in the longest window), and columns shrink when mostly empty.
 //!   An event already too old for a window on arrival is not counted in it.
-//! * **One window state per distinct length**: its start position in the
+//! * **One window state per distinct length** (all windows' accumulators
+//!   in one vector, window after window): its start position in the
 //!   buffer (absolute positions over a running base, so front evictions do
 //!   not move it; an insertion before it moves it up) and one accumulator per
 //!   (window, field) shared by every feature on them: non-null count, sum and

@@ -54,16 +54,92 @@ impl Hasher for KeyHasher {
 /// Hash (flag cleared) → absolute position of its last occurrence in the buffer.
 type PosMap = HashMap<u64, u64, BuildHasherDefault<KeyHasher>>;
 
-/// The retained events, sorted by (ts, insertion order), as flat columns.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The retained events, sorted by (ts, insertion order), row-major in one
+/// ring: row `i` is the `stride` words `[ts, slot 0, slot 1, …]` starting at
+/// `i * stride`. One allocation per entity, and appending a row and
+/// evicting the oldest touch one cache line at each end, where a column per
+/// slot touched one per column.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Buffer {
-    /// Absolute position of index 0.
+    /// Absolute position of row 0.
     base: u64,
-    ts: VecDeque<i64>,
-    /// One column per [`crate::plan::SlotPlan`].
-    cols: Vec<VecDeque<u64>>,
+    /// Words per row: the ts and one per [`crate::plan::SlotPlan`].
+    stride: usize,
+    data: VecDeque<u64>,
     /// Per slot: the last-occurrence index (empty unless the slot is `distinct`).
     last_pos: Vec<PosMap>,
+}
+
+impl Buffer {
+    fn new(slots: usize) -> Buffer {
+        Buffer {
+            base: 0,
+            stride: slots + 1,
+            data: VecDeque::new(),
+            last_pos: vec![PosMap::default(); slots],
+        }
+    }
+
+    /// Rows held.
+    #[inline]
+    fn len(&self) -> usize {
+        self.data.len() / self.stride.max(1)
+    }
+
+    /// The ts of row `i`.
+    #[inline]
+    fn ts(&self, i: usize) -> i64 {
+        self.data[i * self.stride] as i64
+    }
+
+    /// Slot `s` of row `i`.
+    #[inline]
+    fn at(&self, i: usize, s: usize) -> u64 {
+        self.data[i * self.stride + 1 + s]
+    }
+
+    #[inline]
+    fn at_mut(&mut self, i: usize, s: usize) -> &mut u64 {
+        &mut self.data[i * self.stride + 1 + s]
+    }
+
+    /// Slot `s` of rows `a..b`.
+    fn col(&self, s: usize, a: usize, b: usize) -> impl Iterator<Item = u64> + '_ {
+        let (from, to) = if a < b {
+            (a * self.stride + 1 + s, b * self.stride)
+        } else {
+            (0, 0)
+        };
+        self.data
+            .range(from..to)
+            .step_by(self.stride.max(1))
+            .copied()
+    }
+
+    /// The first row `>= lo` whose ts is after `cut` (ts are sorted).
+    fn first_after(&self, lo: usize, cut: i64) -> usize {
+        let (mut a, mut b) = (lo, self.len());
+        while a < b {
+            let m = a + (b - a) / 2;
+            if self.ts(m) <= cut {
+                a = m + 1;
+            } else {
+                b = m;
+            }
+        }
+        a
+    }
+
+    /// Inserts the row `words` (ts first) at row `p`.
+    fn insert_row(&mut self, p: usize, words: impl Iterator<Item = u64>) {
+        if p == self.len() {
+            self.data.extend(words);
+        } else {
+            for (k, w) in words.enumerate() {
+                self.data.insert(p * self.stride + k, w);
+            }
+        }
+    }
 }
 
 /// The additive accumulators of one (window, field): what an event adds on
@@ -84,14 +160,6 @@ struct AccState {
     min: MinDeque,
     /// Minimum of the negated values.
     max: MinDeque,
-}
-
-/// One window: where it starts in the buffer and its accumulators.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct WindowState {
-    /// Absolute position of its first event (all later events are in it).
-    start: u64,
-    accs: Vec<AccState>,
 }
 
 /// The accumulators of one unwindowed field.
@@ -127,7 +195,11 @@ pub struct EntityState {
     /// Largest event ts inserted.
     latest: Option<i64>,
     buf: Buffer,
-    windows: Vec<WindowState>,
+    /// Per window of the plan: the absolute position of its first event
+    /// (all later events are in it).
+    starts: Vec<u64>,
+    /// The accumulators of every window, window after window in plan order.
+    waccs: Vec<AccState>,
     accs: Vec<UnwAcc>,
     /// Per `last` field: `(ts, value bits)` of the latest non-null value.
     lasts: Vec<Option<(i64, u64)>>,
@@ -141,20 +213,9 @@ impl EntityState {
             frontier: i64::MIN,
             total: 0,
             latest: None,
-            buf: Buffer {
-                base: 0,
-                ts: VecDeque::new(),
-                cols: vec![VecDeque::new(); plan.slots.len()],
-                last_pos: vec![PosMap::default(); plan.slots.len()],
-            },
-            windows: plan
-                .windows
-                .iter()
-                .map(|w| WindowState {
-                    start: 0,
-                    accs: vec![AccState::default(); w.accs.len()],
-                })
-                .collect(),
+            buf: Buffer::new(plan.slots.len()),
+            starts: vec![0; plan.windows.len()],
+            waccs: vec![AccState::default(); plan.windows.iter().map(|w| w.accs.len()).sum()],
             accs: vec![UnwAcc::default(); plan.accs.len()],
             lasts: vec![None; plan.lasts.len()],
         }
@@ -227,20 +288,25 @@ impl EntityState {
         out.resize(first + plan.len(), Value::Null);
         let out = &mut out[first..];
         let buf = &self.buf;
-        let len = buf.ts.len();
+        let len = buf.len();
 
-        for (w, wp) in self.windows.iter().zip(&plan.windows) {
+        let mut waccs = self.waccs.as_slice();
+        for (&start, wp) in self.starts.iter().zip(&plan.windows) {
+            let Some((accs, rest)) = waccs.split_at_checked(wp.accs.len()) else {
+                return Err(FeatureError::PlanMismatch);
+            };
+            waccs = rest;
             let cut = t.checked_sub(wp.len_ms);
-            let lo = (w.start - buf.base) as usize;
+            let lo = (start - buf.base) as usize;
             let new_lo = match cut {
-                Some(c) if lo < len && buf.ts[lo] <= c => first_after(&buf.ts, lo, c),
+                Some(c) if lo < len && buf.ts(lo) <= c => buf.first_after(lo, c),
                 _ => lo,
             };
             let count = (len - new_lo) as i64;
             for &f in &wp.counts {
                 out[f] = Value::Int(count);
             }
-            for (acc, ap) in w.accs.iter().zip(&wp.accs) {
+            for (acc, ap) in accs.iter().zip(&wp.accs) {
                 let mut s = Summary {
                     counts: acc.counts,
                     min: if ap.min { acc.min.min_after(cut) } else { None },
@@ -316,31 +382,23 @@ impl EntityState {
     pub fn approx_bytes(&self) -> usize {
         let b = &self.buf;
         let mut n = size_of::<Self>()
-            + b.ts.capacity() * size_of::<i64>()
-            + b.cols.capacity() * size_of::<VecDeque<u64>>()
+            + b.data.capacity() * size_of::<u64>()
             + b.last_pos.capacity() * size_of::<PosMap>()
-            + self.windows.capacity() * size_of::<WindowState>()
+            + self.starts.capacity() * size_of::<u64>()
+            + self.waccs.capacity() * size_of::<AccState>()
             + self.accs.capacity() * size_of::<UnwAcc>()
             + self.lasts.capacity() * size_of::<Option<(i64, u64)>>();
-        n += b
-            .cols
-            .iter()
-            .map(|c| c.capacity() * size_of::<u64>())
-            .sum::<usize>();
         // hashbrown: buckets of (key, value) plus one control byte, ~8/7 of capacity.
         n += b
             .last_pos
             .iter()
             .map(|m| m.capacity() * 8 / 7 * 17)
             .sum::<usize>();
-        for w in &self.windows {
-            n += w.accs.capacity() * size_of::<AccState>();
-            n += w
-                .accs
-                .iter()
-                .map(|a| a.min.heap_bytes() + a.max.heap_bytes())
-                .sum::<usize>();
-        }
+        n += self
+            .waccs
+            .iter()
+            .map(|a| a.min.heap_bytes() + a.max.heap_bytes())
+            .sum::<usize>();
         n += self
             .accs
             .iter()
@@ -361,20 +419,27 @@ impl EntityState {
             return;
         }
         let buf = &mut self.buf;
-        let len = buf.ts.len();
-        for (w, wp) in self.windows.iter_mut().zip(&plan.windows) {
+        let len = buf.len();
+        let mut waccs = self.waccs.as_mut_slice();
+        for (start, wp) in self.starts.iter_mut().zip(&plan.windows) {
+            let Some((accs, rest)) = std::mem::take(&mut waccs).split_at_mut_checked(wp.accs.len())
+            else {
+                debug_assert!(false, "entity state does not match the view plan");
+                return;
+            };
+            waccs = rest;
             let Some(cut) = watermark.checked_sub(wp.len_ms) else {
                 continue;
             };
-            let mut i = (w.start - buf.base) as usize;
-            while i < len && buf.ts[i] <= cut {
-                for (acc, ap) in w.accs.iter_mut().zip(&wp.accs) {
+            let mut i = (*start - buf.base) as usize;
+            while i < len && buf.ts(i) <= cut {
+                for (acc, ap) in accs.iter_mut().zip(&wp.accs) {
                     acc.counts.remove(ap, buf, i);
                 }
                 i += 1;
             }
-            w.start = buf.base + i as u64;
-            for (acc, ap) in w.accs.iter_mut().zip(&wp.accs) {
+            *start = buf.base + i as u64;
+            for (acc, ap) in accs.iter_mut().zip(&wp.accs) {
                 if ap.min {
                     acc.min.expire(cut);
                 }
@@ -384,34 +449,35 @@ impl EntityState {
             }
         }
         let keep = self
-            .windows
+            .starts
             .iter()
-            .map(|w| w.start)
+            .copied()
             .min()
             .unwrap_or(buf.base + len as u64);
         let evict = (keep - buf.base) as usize;
         if evict == 0 {
             return;
         }
-        for _ in 0..evict {
-            buf.ts.pop_front();
-            for (s, sp) in plan.slots.iter().enumerate() {
-                if let Some(v) = buf.cols[s].pop_front()
-                    && sp.distinct
-                    && v & FLAG != 0
-                {
-                    buf.last_pos[s].remove(&(v & !FLAG));
+        for (s, sp) in plan.slots.iter().enumerate() {
+            if !sp.distinct {
+                continue;
+            }
+            let map = &mut buf.last_pos[s];
+            for &v in buf
+                .data
+                .range(1 + s..evict * buf.stride)
+                .step_by(buf.stride)
+            {
+                if v & FLAG != 0 {
+                    map.remove(&(v & !FLAG));
                 }
             }
         }
+        buf.data.drain(..evict * buf.stride);
         buf.base += evict as u64;
-        let cap = buf.ts.capacity();
-        if cap > 64 && buf.ts.len() * 4 < cap {
-            let to = buf.ts.len() * 2;
-            buf.ts.shrink_to(to);
-            for c in &mut buf.cols {
-                c.shrink_to(to);
-            }
+        let cap = buf.data.capacity() / buf.stride;
+        if cap > 64 && buf.len() * 4 < cap {
+            buf.data.shrink_to(buf.len() * 2 * buf.stride);
         }
         for m in &mut buf.last_pos {
             if m.capacity() > 64 && m.len() * 4 < m.capacity() {
@@ -424,14 +490,16 @@ impl EntityState {
     fn insert_buffered(&mut self, plan: &ViewPlan, ts: i64, row: &[Value]) {
         let EntityState {
             buf,
-            windows,
+            starts,
+            waccs,
             frontier,
             ..
         } = self;
-        let len = buf.ts.len();
-        let p = match buf.ts.back() {
-            Some(&back) if back > ts => buf.ts.partition_point(|&x| x <= ts),
-            _ => len,
+        let len = buf.len();
+        let p = if len > 0 && buf.ts(len - 1) > ts {
+            buf.first_after(0, ts)
+        } else {
+            len
         };
         if p < len {
             // The events at and after `p` move up by one position.
@@ -439,8 +507,8 @@ impl EntityState {
                 if !sp.distinct {
                     continue;
                 }
-                let (col, map) = (&buf.cols[s], &mut buf.last_pos[s]);
-                for &v in col.range(p..) {
+                let map = &mut buf.last_pos[s];
+                for &v in buf.data.range(p * buf.stride + 1 + s..).step_by(buf.stride) {
                     if v & FLAG != 0
                         && let Some(q) = map.get_mut(&(v & !FLAG))
                     {
@@ -449,27 +517,34 @@ impl EntityState {
                 }
             }
         }
-        buf.ts.insert(p, ts);
-        for (col, sp) in buf.cols.iter_mut().zip(&plan.slots) {
-            col.insert(p, encode(sp.kind, field(row, sp.field)));
-        }
+        let words = plan
+            .slots
+            .iter()
+            .map(|sp| encode(sp.kind, field(row, sp.field)));
+        buf.insert_row(p, std::iter::once(ts as u64).chain(words));
         let pos = buf.base + p as u64;
 
-        for (w, wp) in windows.iter_mut().zip(&plan.windows) {
+        let mut rest = waccs.as_mut_slice();
+        for (start, wp) in starts.iter_mut().zip(&plan.windows) {
+            let Some((accs, r)) = std::mem::take(&mut rest).split_at_mut_checked(wp.accs.len())
+            else {
+                break;
+            };
+            rest = r;
             let in_window = frontier.checked_sub(wp.len_ms).is_none_or(|cut| ts > cut);
             if !in_window {
                 // Too old for this window: it lands before the window's start.
-                w.start += 1;
+                *start += 1;
                 continue;
             }
-            for (acc, ap) in w.accs.iter_mut().zip(&wp.accs) {
+            for (acc, ap) in accs.iter_mut().zip(&wp.accs) {
                 let (ps, kind) = ap.presence;
-                if is_null(kind, buf.cols[ps][p]) {
+                if is_null(kind, buf.at(p, ps)) {
                     continue;
                 }
                 acc.counts.nonnull += 1;
                 if let Some(vs) = ap.value_slot {
-                    let x = f64::from_bits(buf.cols[vs][p]);
+                    let x = f64::from_bits(buf.at(p, vs));
                     if ap.moments {
                         acc.counts.moments.add(x);
                     }
@@ -489,7 +564,7 @@ impl EntityState {
             if !sp.distinct {
                 continue;
             }
-            let h = buf.cols[s][p];
+            let h = buf.at(p, s);
             if h == NULL_HASH {
                 continue;
             }
@@ -502,16 +577,22 @@ impl EntityState {
                     None
                 }
             };
-            buf.cols[s][p] |= FLAG;
+            *buf.at_mut(p, s) |= FLAG;
             if let Some(q) = prev {
-                buf.cols[s][(q - buf.base) as usize] &= !FLAG;
+                *buf.at_mut((q - buf.base) as usize, s) &= !FLAG;
             }
-            for (w, wp) in windows.iter_mut().zip(&plan.windows) {
+            let mut rest = waccs.as_mut_slice();
+            for (&start, wp) in starts.iter().zip(&plan.windows) {
+                let Some((accs, r)) = std::mem::take(&mut rest).split_at_mut_checked(wp.accs.len())
+                else {
+                    break;
+                };
+                rest = r;
                 // New to the window unless its previous last occurrence is in it.
-                if pos < w.start || prev.is_some_and(|q| q >= w.start) {
+                if pos < start || prev.is_some_and(|q| q >= start) {
                     continue;
                 }
-                for (acc, ap) in w.accs.iter_mut().zip(&wp.accs) {
+                for (acc, ap) in accs.iter_mut().zip(&wp.accs) {
                     if ap.distinct && ap.hash_slot == Some(s) {
                         acc.counts.distinct += 1;
                     }
@@ -535,21 +616,18 @@ impl RangeCounts {
         let (ps, kind) = ap.presence;
         let partial = match ap.value_slot {
             Some(vs) if ap.moments => {
-                let values = buf.cols[vs].range(a..b).filter(|&&v| v != NULL_BITS);
-                Moments::partial(k, values.map(|&v| f64::from_bits(v)))
+                let values = buf.col(vs, a, b).filter(|&v| v != NULL_BITS);
+                Moments::partial(k, values.map(f64::from_bits))
             }
             _ => Partial::default(),
         };
         let nonnull = if ap.moments && ap.value_slot == Some(ps) {
             partial.count() // the value column is the presence column
         } else {
-            buf.cols[ps]
-                .range(a..b)
-                .filter(|&&v| !is_null(kind, v))
-                .count() as u64
+            buf.col(ps, a, b).filter(|&v| !is_null(kind, v)).count() as u64
         };
         let distinct = match ap.hash_slot {
-            Some(hs) if ap.distinct => buf.cols[hs].range(a..b).map(|&v| v & FLAG).sum::<u64>(),
+            Some(hs) if ap.distinct => buf.col(hs, a, b).map(|v| v & FLAG).sum::<u64>(),
             _ => 0,
         };
         RangeCounts {
@@ -583,18 +661,18 @@ impl Counts {
     #[inline]
     fn remove(&mut self, ap: &AccPlan, buf: &Buffer, i: usize) {
         let (ps, kind) = ap.presence;
-        if is_null(kind, buf.cols[ps][i]) {
+        if is_null(kind, buf.at(i, ps)) {
             return;
         }
         self.nonnull -= 1;
         if ap.moments
             && let Some(vs) = ap.value_slot
         {
-            self.moments.remove(f64::from_bits(buf.cols[vs][i]));
+            self.moments.remove(f64::from_bits(buf.at(i, vs)));
         }
         if ap.distinct
             && let Some(hs) = ap.hash_slot
-            && buf.cols[hs][i] & FLAG != 0
+            && buf.at(i, hs) & FLAG != 0
         {
             self.distinct -= 1;
         }
@@ -659,21 +737,6 @@ fn field(row: &[Value], i: usize) -> &Value {
 #[inline]
 fn visible(ts: i64, t: i64, window: Option<i64>) -> bool {
     window.is_none_or(|w| t.checked_sub(w).is_none_or(|cut| ts > cut))
-}
-
-/// The first index `>= lo` whose ts is after `cut` (ts are sorted).
-fn first_after(ts: &VecDeque<i64>, lo: usize, cut: i64) -> usize {
-    let (a, b) = ts.as_slices();
-    if lo < a.len() {
-        let k = lo + a[lo..].partition_point(|&x| x <= cut);
-        if k < a.len() {
-            return k;
-        }
-        a.len() + b.partition_point(|&x| x <= cut)
-    } else {
-        let j = lo - a.len();
-        a.len() + j + b[j..].partition_point(|&x| x <= cut)
-    }
 }
 
 #[inline]
