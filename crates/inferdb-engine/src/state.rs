@@ -53,6 +53,10 @@ impl Part {
     }
 }
 
+/// Rows of one shard whose entities are looked up together before they are
+/// applied (see `apply_view`).
+const LOOKAHEAD: usize = 8;
+
 /// Passes a large group is applied in (see [`Part`]).
 const APPLY_CHUNKS: usize = 4;
 
@@ -441,26 +445,65 @@ impl OnlineState {
         let vs = &self.views[vi];
         let n = self.limits.shards;
         let hashes = batch.routes.iter().skip(slot).step_by(route_width(stream));
-        for ((row, &wm), &h) in batch.rows.iter().zip(marks).zip(hashes) {
+        // The rows this part takes, by shard (in log order within a shard),
+        // so that each shard is locked once per run of its rows.
+        let mut mine: Vec<(u32, u32)> = Vec::with_capacity(batch.rows.len() / 2);
+        for (i, (&wm, &h)) in marks.iter().zip(hashes).enumerate() {
             if wm == NO_WATERMARK || h == NO_KEY {
                 continue;
             }
             let si = shard_of(h, n);
-            if !part.owns(si) {
-                continue;
+            if part.owns(si) {
+                mine.push((si as u32, i as u32));
             }
-            let (Value::Ts(ts), Some(key)) = (&row[stream.time], key_string(&row[view.key])) else {
-                continue;
-            };
-            let hasher = &self.hasher;
-            let mut shard = vs.shards[si].write();
-            let entry = shard
-                .entry(h, |e| e.key.is(&key), |e| hasher.hash(e.key.as_str()))
-                .or_insert_with(|| ViewEntry {
-                    key: StoredKey::new(&key),
-                    state: Arc::new(EntityState::new(&vs.plan)),
-                });
-            Arc::make_mut(&mut entry.into_mut().state).insert(&vs.plan, *ts, row, wm);
+        }
+        mine.sort_unstable();
+        let hasher = &self.hasher;
+        let width = route_width(stream);
+        for run in mine.chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = vs.shards[run[0].0 as usize].write();
+            for rows in run.chunks(LOOKAHEAD) {
+                // Find the run's entities first, reading a word of each
+                // state: the lookups do not depend on one another, so
+                // their cache misses overlap instead of coming one per row.
+                let mut touched = 0u64;
+                for &(_, i) in rows {
+                    let i = i as usize;
+                    let (Some(&h), Some(row)) =
+                        (batch.routes.get(i * width + slot), batch.rows.get(i))
+                    else {
+                        continue;
+                    };
+                    if let Some(key) = key_string(&row[view.key])
+                        && let Some(e) = shard.find(h, |e| e.key.is(&key))
+                    {
+                        touched ^= e.state.touch();
+                    }
+                }
+                std::hint::black_box(touched);
+                for &(_, i) in rows {
+                    let i = i as usize;
+                    let (Some(&h), Some(row), Some(&wm)) = (
+                        batch.routes.get(i * width + slot),
+                        batch.rows.get(i),
+                        marks.get(i),
+                    ) else {
+                        continue;
+                    };
+                    let (Value::Ts(ts), Some(key)) =
+                        (&row[stream.time], key_string(&row[view.key]))
+                    else {
+                        continue;
+                    };
+                    let entry = shard
+                        .entry(h, |e| e.key.is(&key), |e| hasher.hash(e.key.as_str()))
+                        .or_insert_with(|| ViewEntry {
+                            key: StoredKey::new(&key),
+                            state: Arc::new(EntityState::new(&vs.plan)),
+                        });
+                    Arc::make_mut(&mut entry.into_mut().state).insert(&vs.plan, *ts, row, wm);
+                }
+            }
         }
     }
 
