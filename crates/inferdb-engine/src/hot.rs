@@ -138,6 +138,16 @@ impl HotShard {
     }
 
     /// Adds a record for `key` (whose hash is `h`), then enforces both bounds.
+    /// Finds `key` and reads its newest and oldest records' times, returned
+    /// mixed (0 if absent): a caller about to push records of several keys
+    /// touches them all first, so that their cache misses overlap.
+    pub fn touch(&self, key: &str, h: u64) -> u64 {
+        self.entities.find(h, |e| e.key.is(key)).map_or(0, |e| {
+            let ends = |r: Option<&HotRecord>| r.map_or(0, |r| r.ts as u64);
+            ends(e.recs.back()) ^ ends(e.recs.front())
+        })
+    }
+
     pub fn push(
         &mut self,
         key: &str,

@@ -517,44 +517,69 @@ impl OnlineState {
         let n = self.limits.shards;
         let width = route_width(stream);
         let slot = stream.views.len();
-        for ((row, bytes), hs) in batch
-            .rows
-            .iter()
-            .zip(&batch.records)
-            .zip(batch.routes.chunks_exact(width))
-        {
+        let budget = self.limits.hot_tier_bytes / n;
+        let routes = batch.routes.chunks_exact(width);
+        // The id index (streams with an id field), row by row; the rows of
+        // the entity index this part takes are gathered by shard.
+        let mut mine: Vec<(u32, u32)> = Vec::with_capacity(batch.rows.len() / 2);
+        for (i, (row, hs)) in batch.rows.iter().zip(routes).enumerate() {
             let (h, hid) = (hs[slot], hs.get(slot + 1).copied().unwrap_or(NO_KEY));
-            let owns = |h: u64| h != NO_KEY && part.owns(shard_of(h, n));
-            if !owns(h) && !owns(hid) {
-                continue;
-            }
-            let (Value::Ts(ts), Some(key)) = (&row[stream.time], key_string(&row[stream.key]))
-            else {
+            let Value::Ts(ts) = &row[stream.time] else {
                 continue;
             };
-            if let Some(Value::Str(id)) = stream.id_field.and_then(|i| row.get(i)) {
-                let si = shard_of(hid, n);
-                if owns(hid) {
-                    st.by_id[si].lock().push(
-                        id,
-                        hid,
+            if hid != NO_KEY
+                && part.owns(shard_of(hid, n))
+                && let Some(Value::Str(id)) = stream.id_field.and_then(|f| row.get(f))
+                && key_string(&row[stream.key]).is_some()
+                && let Some(bytes) = batch.records.get(i)
+            {
+                st.by_id[shard_of(hid, n)]
+                    .lock()
+                    .push(id, hid, *ts, Arc::clone(bytes), 1, budget);
+            }
+            if h != NO_KEY && part.owns(shard_of(h, n)) {
+                mine.push((shard_of(h, n) as u32, i as u32));
+            }
+        }
+        mine.sort_unstable();
+        for run in mine.chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = st.hot[run[0].0 as usize].lock();
+            for rows in run.chunks(LOOKAHEAD) {
+                // As in `apply_view`: find the run's entities first.
+                let mut touched = 0u64;
+                for &(_, i) in rows {
+                    let i = i as usize;
+                    if let (Some(row), Some(&h)) =
+                        (batch.rows.get(i), batch.routes.get(i * width + slot))
+                        && let Some(key) = key_string(&row[stream.key])
+                    {
+                        touched ^= shard.touch(&key, h);
+                    }
+                }
+                std::hint::black_box(touched);
+                for &(_, i) in rows {
+                    let i = i as usize;
+                    let (Some(row), Some(&h), Some(bytes)) = (
+                        batch.rows.get(i),
+                        batch.routes.get(i * width + slot),
+                        batch.records.get(i),
+                    ) else {
+                        continue;
+                    };
+                    let (Value::Ts(ts), Some(key)) =
+                        (&row[stream.time], key_string(&row[stream.key]))
+                    else {
+                        continue;
+                    };
+                    shard.push(
+                        &key,
+                        h,
                         *ts,
                         Arc::clone(bytes),
-                        1,
-                        self.limits.hot_tier_bytes / n,
+                        self.limits.hot_records_per_entity,
+                        budget,
                     );
                 }
-            }
-            let si = shard_of(h, n);
-            if owns(h) {
-                st.hot[si].lock().push(
-                    &key,
-                    h,
-                    *ts,
-                    Arc::clone(bytes),
-                    self.limits.hot_records_per_entity,
-                    self.limits.hot_tier_bytes / n,
-                );
             }
         }
     }
@@ -1052,8 +1077,9 @@ mod tests {
 
     #[test]
     fn a_group_applied_on_two_threads_equals_the_same_rows_applied_serially() {
-        // One group large enough for the two-thread apply (each thread takes
-        // the shards of one parity in both views and the hot tier), against
+        // One group large enough for the two-thread apply (four passes, each
+        // the shards of one residue in both views and the hot tier, claimed
+        // by two threads and taken shard by shard), against
         // the same rows in groups small enough for one thread. Some rows
         // arrive out of order (within the 5 s lateness), a few too late.
         let t0 = 1_767_225_600_000i64;
