@@ -36,8 +36,9 @@ pub const NO_WATERMARK: i64 = i64::MIN;
 /// rather than dealt (one parity each, as before), a pass never waits for a
 /// thread that the scheduler has not run yet: the helper thread is spawned
 /// on two busy cores, and the writer takes its passes while it is not
-/// running. Each pass reads every row's route to find its shards (a
-/// few nanoseconds a row): cheaper than a serial pass sorting the rows out.
+/// running. Each pass picks its rows by their routes (a few nanoseconds a
+/// row) and sorts them by shard, so that it locks each shard once per run
+/// of its rows and can look a run's entities up ahead ([`LOOKAHEAD`]).
 #[derive(Debug, Clone, Copy)]
 enum Part {
     All,
@@ -530,7 +531,7 @@ impl OnlineState {
             if hid != NO_KEY
                 && part.owns(shard_of(hid, n))
                 && let Some(Value::Str(id)) = stream.id_field.and_then(|f| row.get(f))
-                && key_string(&row[stream.key]).is_some()
+                && matches!(row[stream.key], Value::Str(_) | Value::Int(_))
                 && let Some(bytes) = batch.records.get(i)
             {
                 st.by_id[shard_of(hid, n)]
