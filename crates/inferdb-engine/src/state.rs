@@ -55,8 +55,50 @@ impl Part {
 }
 
 /// Rows of one shard whose entities are looked up together before they are
-/// applied (see `apply_view`).
+/// applied (see [`by_shard_runs`]).
 const LOOKAHEAD: usize = 8;
+
+/// Row `i` of `batch` with its route in `slot` (of `width` per row) and the
+/// text of its key field `key`.
+fn keyed_row(
+    batch: &BatchFrame,
+    width: usize,
+    slot: usize,
+    key: usize,
+    i: usize,
+) -> Option<(u64, &Vec<Value>, std::borrow::Cow<'_, str>)> {
+    let h = *batch.routes.get(i * width + slot)?;
+    let row = batch.rows.get(i)?;
+    Some((h, row, key_string(row.get(key)?)?))
+}
+
+/// Applies the rows `mine` names (`(shard, row index)`, in log order) shard
+/// by shard: `lock` takes a shard once per run of its rows, and every
+/// [`LOOKAHEAD`] rows of a run are first `touch`ed (their entities found and
+/// a word of each read: the lookups do not depend on one another, so their
+/// cache misses overlap instead of coming one per row), then `apply`d in
+/// order. Used by the view tables and the hot tier's entity index.
+fn by_shard_runs<G>(
+    mine: &mut [(u32, u32)],
+    lock: impl Fn(usize) -> G,
+    touch: impl Fn(&G, usize) -> u64,
+    mut apply: impl FnMut(&mut G, usize),
+) {
+    // Stable within a shard: the row index is the second key.
+    mine.sort_unstable();
+    for run in mine.chunk_by(|a, b| a.0 == b.0) {
+        let mut guard = lock(run[0].0 as usize);
+        for rows in run.chunks(LOOKAHEAD) {
+            let touched = rows
+                .iter()
+                .fold(0u64, |t, &(_, i)| t ^ touch(&guard, i as usize));
+            std::hint::black_box(touched);
+            for &(_, i) in rows {
+                apply(&mut guard, i as usize);
+            }
+        }
+    }
+}
 
 /// Passes a large group is applied in (see [`Part`]).
 const APPLY_CHUNKS: usize = 4;
@@ -458,54 +500,33 @@ impl OnlineState {
                 mine.push((si as u32, i as u32));
             }
         }
-        mine.sort_unstable();
         let hasher = &self.hasher;
         let width = route_width(stream);
-        for run in mine.chunk_by(|a, b| a.0 == b.0) {
-            let mut shard = vs.shards[run[0].0 as usize].write();
-            for rows in run.chunks(LOOKAHEAD) {
-                // Find the run's entities first, reading a word of each
-                // state: the lookups do not depend on one another, so
-                // their cache misses overlap instead of coming one per row.
-                let mut touched = 0u64;
-                for &(_, i) in rows {
-                    let i = i as usize;
-                    let (Some(&h), Some(row)) =
-                        (batch.routes.get(i * width + slot), batch.rows.get(i))
-                    else {
-                        continue;
-                    };
-                    if let Some(key) = key_string(&row[view.key])
-                        && let Some(e) = shard.find(h, |e| e.key.is(&key))
-                    {
-                        touched ^= e.state.touch();
-                    }
-                }
-                std::hint::black_box(touched);
-                for &(_, i) in rows {
-                    let i = i as usize;
-                    let (Some(&h), Some(row), Some(&wm)) = (
-                        batch.routes.get(i * width + slot),
-                        batch.rows.get(i),
-                        marks.get(i),
-                    ) else {
-                        continue;
-                    };
-                    let (Value::Ts(ts), Some(key)) =
-                        (&row[stream.time], key_string(&row[view.key]))
-                    else {
-                        continue;
-                    };
-                    let entry = shard
-                        .entry(h, |e| e.key.is(&key), |e| hasher.hash(e.key.as_str()))
-                        .or_insert_with(|| ViewEntry {
-                            key: StoredKey::new(&key),
-                            state: Arc::new(EntityState::new(&vs.plan)),
-                        });
-                    Arc::make_mut(&mut entry.into_mut().state).insert(&vs.plan, *ts, row, wm);
-                }
-            }
-        }
+        let key_at = |i: usize| keyed_row(batch, width, slot, view.key, i);
+        by_shard_runs(
+            &mut mine,
+            |si| vs.shards[si].write(),
+            |shard, i| {
+                key_at(i)
+                    .and_then(|(h, _, key)| shard.find(h, |e| e.key.is(&key)))
+                    .map_or(0, |e| e.state.touch())
+            },
+            |shard, i| {
+                let (Some((h, row, key)), Some(&wm)) = (key_at(i), marks.get(i)) else {
+                    return;
+                };
+                let Value::Ts(ts) = &row[stream.time] else {
+                    return;
+                };
+                let entry = shard
+                    .entry(h, |e| e.key.is(&key), |e| hasher.hash(e.key.as_str()))
+                    .or_insert_with(|| ViewEntry {
+                        key: StoredKey::new(&key),
+                        state: Arc::new(EntityState::new(&vs.plan)),
+                    });
+                Arc::make_mut(&mut entry.into_mut().state).insert(&vs.plan, *ts, row, wm);
+            },
+        );
     }
 
     fn apply_hot(
@@ -542,47 +563,28 @@ impl OnlineState {
                 mine.push((shard_of(h, n) as u32, i as u32));
             }
         }
-        mine.sort_unstable();
-        for run in mine.chunk_by(|a, b| a.0 == b.0) {
-            let mut shard = st.hot[run[0].0 as usize].lock();
-            for rows in run.chunks(LOOKAHEAD) {
-                // As in `apply_view`: find the run's entities first.
-                let mut touched = 0u64;
-                for &(_, i) in rows {
-                    let i = i as usize;
-                    if let (Some(row), Some(&h)) =
-                        (batch.rows.get(i), batch.routes.get(i * width + slot))
-                        && let Some(key) = key_string(&row[stream.key])
-                    {
-                        touched ^= shard.touch(&key, h);
-                    }
-                }
-                std::hint::black_box(touched);
-                for &(_, i) in rows {
-                    let i = i as usize;
-                    let (Some(row), Some(&h), Some(bytes)) = (
-                        batch.rows.get(i),
-                        batch.routes.get(i * width + slot),
-                        batch.records.get(i),
-                    ) else {
-                        continue;
-                    };
-                    let (Value::Ts(ts), Some(key)) =
-                        (&row[stream.time], key_string(&row[stream.key]))
-                    else {
-                        continue;
-                    };
-                    shard.push(
-                        &key,
-                        h,
-                        *ts,
-                        Arc::clone(bytes),
-                        self.limits.hot_records_per_entity,
-                        budget,
-                    );
-                }
-            }
-        }
+        let key_at = |i: usize| keyed_row(batch, width, slot, stream.key, i);
+        by_shard_runs(
+            &mut mine,
+            |si| st.hot[si].lock(),
+            |shard, i| key_at(i).map_or(0, |(h, _, key)| shard.touch(&key, h)),
+            |shard, i| {
+                let (Some((h, row, key)), Some(bytes)) = (key_at(i), batch.records.get(i)) else {
+                    return;
+                };
+                let Value::Ts(ts) = &row[stream.time] else {
+                    return;
+                };
+                shard.push(
+                    &key,
+                    h,
+                    *ts,
+                    Arc::clone(bytes),
+                    self.limits.hot_records_per_entity,
+                    budget,
+                );
+            },
+        );
     }
 
     /// Housekeeping (writer thread): advances every entity of shard
