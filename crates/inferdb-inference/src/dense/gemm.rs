@@ -47,6 +47,7 @@ pub(crate) struct Packed {
 
 /// The instruction set a [`Packed`] matrix is multiplied with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum Isa {
     /// Plain Rust loops (any CPU).
     Portable,
