@@ -206,11 +206,11 @@ pub(crate) fn gemm(
 /// The same computation with plain loops over the panels.
 fn portable(x: &[f32], n: usize, w: &Packed, relu: bool, y: &mut [f32]) {
     let (k, m) = (w.k, w.m);
+    let panels = w.panels();
     for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(m)).take(n) {
-        for p in 0..w.n_panels() {
+        for (p, panel) in panels.chunks_exact(k * NR).enumerate() {
             let mut acc = [0.0f32; NR];
             acc.copy_from_slice(&w.bias[p * NR..(p + 1) * NR]);
-            let panel = &w.panels()[p * k * NR..(p + 1) * k * NR];
             accumulate(xr, panel, &mut acc);
             let col0 = p * NR;
             let cols = NR.min(m - col0);
