@@ -137,17 +137,28 @@ impl HotShard {
         }
     }
 
-    /// Adds a record for `key` (whose hash is `h`), then enforces both bounds.
-    /// Finds `key` and reads its newest and oldest records' times, returned
-    /// mixed (0 if absent): a caller about to push records of several keys
-    /// touches them all first, so that their cache misses overlap.
-    pub fn touch(&self, key: &str, h: u64) -> u64 {
-        self.entities.find(h, |e| e.key.is(key)).map_or(0, |e| {
-            let ends = |r: Option<&HotRecord>| r.map_or(0, |r| r.ts as u64);
-            ends(e.recs.back()) ^ ends(e.recs.front())
-        })
+    /// Prefetch stage `stage` of a push of `key` (see the engine's
+    /// `by_shard_runs`): 0 finds the entity and prefetches its records'
+    /// header, 1 the newest and oldest records (where a push looks).
+    pub fn prefetch(&self, key: &str, h: u64, stage: usize) {
+        let Some(e) = self.entities.find(h, |e| e.key.is(key)) else {
+            return;
+        };
+        match stage {
+            0 => inferdb_features::prefetch::write_arc(&e.recs, size_of::<VecDeque<HotRecord>>()),
+            1 => {
+                if let Some(b) = e.recs.back() {
+                    inferdb_features::prefetch::write(b);
+                }
+                if let Some(f) = e.recs.front() {
+                    inferdb_features::prefetch::write(f);
+                }
+            }
+            _ => {}
+        }
     }
 
+    /// Adds a record for `key` (whose hash is `h`), then enforces both bounds.
     pub fn push(
         &mut self,
         key: &str,

@@ -14,7 +14,7 @@ use crate::frame::{BatchFrame, DeadLetter};
 use crate::hot::{HotRecord, HotShard, HotShardSnap};
 use crate::key::StoredKey;
 use hashbrown::HashTable;
-use inferdb_features::{EntityState, ViewPlan};
+use inferdb_features::{EntityState, ViewPlan, prefetch};
 use inferdb_types::{Catalog, Value, stable_hash};
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,7 @@ pub const NO_WATERMARK: i64 = i64::MIN;
 /// on two busy cores, and the writer takes its passes while it is not
 /// running. Each pass picks its rows by their routes (a few nanoseconds a
 /// row) and sorts them by shard, so that it locks each shard once per run
-/// of its rows and can look a run's entities up ahead ([`LOOKAHEAD`]).
+/// of its rows and can prefetch a run's entities ahead ([`PREFETCH_AHEAD`]).
 #[derive(Debug, Clone, Copy)]
 enum Part {
     All,
@@ -54,9 +54,13 @@ impl Part {
     }
 }
 
-/// Rows of one shard whose entities are looked up together before they are
-/// applied (see [`by_shard_runs`]).
-const LOOKAHEAD: usize = 8;
+/// How many rows ahead of the one being applied each prefetch stage runs
+/// (see [`by_shard_runs`]): stage 0 finds the row's entity (the table's
+/// lines are loaded) and prefetches what the entry points at, stage 1
+/// prefetches what that points at, and so on. A row's apply takes about a
+/// microsecond, several memory latencies, so one row between stages is
+/// enough for a prefetched line to arrive.
+const PREFETCH_AHEAD: [usize; 3] = [3, 2, 1];
 
 /// Row `i` of `batch` with its route in `slot` (of `width` per row) and the
 /// text of its key field `key`.
@@ -73,27 +77,34 @@ fn keyed_row(
 }
 
 /// Applies the rows `mine` names (`(shard, row index)`, in log order) shard
-/// by shard: `lock` takes a shard once per run of its rows, and every
-/// [`LOOKAHEAD`] rows of a run are first `touch`ed (their entities found and
-/// a word of each read: the lookups do not depend on one another, so their
-/// cache misses overlap instead of coming one per row), then `apply`d in
-/// order. Used by the view tables and the hot tier's entity index.
+/// by shard: `lock` takes a shard once per run of its rows, and while row
+/// `j` of a run is `apply`d, `prefetch(guard, row, s)` runs stage `s` for
+/// row `j + PREFETCH_AHEAD[s]` (each row gets every stage once, in order,
+/// before its apply). An entity's state is a chain of heap objects, each
+/// found through the one before; the stages walk the chain with prefetch
+/// instructions, which do not wait for their lines, so the next rows'
+/// cache misses are served while this one is applied instead of one after
+/// the other in it. Used by the view tables and the hot tier's entity index.
 fn by_shard_runs<G>(
     mine: &mut [(u32, u32)],
     lock: impl Fn(usize) -> G,
-    touch: impl Fn(&G, usize) -> u64,
+    prefetch: impl Fn(&G, usize, usize),
     mut apply: impl FnMut(&mut G, usize),
 ) {
     // Stable within a shard: the row index is the second key.
     mine.sort_unstable();
+    let far = PREFETCH_AHEAD[0];
     for run in mine.chunk_by(|a, b| a.0 == b.0) {
         let mut guard = lock(run[0].0 as usize);
-        for rows in run.chunks(LOOKAHEAD) {
-            let touched = rows
-                .iter()
-                .fold(0u64, |t, &(_, i)| t ^ touch(&guard, i as usize));
-            std::hint::black_box(touched);
-            for &(_, i) in rows {
+        // Step k applies row k (from 0) after staging the rows ahead of it;
+        // the first `far` steps only stage.
+        for k in 0..run.len() + far {
+            for (stage, &ahead) in PREFETCH_AHEAD.iter().enumerate() {
+                if let Some(&(_, i)) = (k + ahead).checked_sub(far).and_then(|j| run.get(j)) {
+                    prefetch(&guard, i as usize, stage);
+                }
+            }
+            if let Some(&(_, i)) = k.checked_sub(far).and_then(|j| run.get(j)) {
                 apply(&mut guard, i as usize);
             }
         }
@@ -506,10 +517,16 @@ impl OnlineState {
         by_shard_runs(
             &mut mine,
             |si| vs.shards[si].write(),
-            |shard, i| {
-                key_at(i)
-                    .and_then(|(h, _, key)| shard.find(h, |e| e.key.is(&key)))
-                    .map_or(0, |e| e.state.touch())
+            |shard, i, stage| {
+                let Some(e) = key_at(i).and_then(|(h, _, key)| shard.find(h, |e| e.key.is(&key)))
+                else {
+                    return;
+                };
+                match stage {
+                    0 => prefetch::write_arc(&e.state, size_of::<EntityState>()),
+                    1 => e.state.prefetch_parts(),
+                    _ => e.state.prefetch_deep(),
+                }
             },
             |shard, i| {
                 let (Some((h, row, key)), Some(&wm)) = (key_at(i), marks.get(i)) else {
@@ -567,7 +584,17 @@ impl OnlineState {
         by_shard_runs(
             &mut mine,
             |si| st.hot[si].lock(),
-            |shard, i| key_at(i).map_or(0, |(h, _, key)| shard.touch(&key, h)),
+            |shard, i, stage| {
+                if let Some((h, _, key)) = key_at(i) {
+                    shard.prefetch(&key, h, stage);
+                }
+                if stage == 0
+                    && let Some(bytes) = batch.records.get(i)
+                {
+                    // The record's counts, which the push increments.
+                    prefetch::write_arc(bytes, 0);
+                }
+            },
             |shard, i| {
                 let (Some((h, row, key)), Some(bytes)) = (key_at(i), batch.records.get(i)) else {
                     return;

@@ -75,6 +75,7 @@ mod hll;
 mod minmax;
 mod moments;
 mod plan;
+pub mod prefetch;
 mod state;
 
 pub use error::FeatureError;

@@ -49,6 +49,17 @@ impl MinDeque {
         }
     }
 
+    /// Prefetches both ends of the deque (where `expire` and `insert`
+    /// look first).
+    pub(crate) fn prefetch(&self) {
+        if let Some(f) = self.entries.front() {
+            crate::prefetch::write(f);
+        }
+        if let Some(b) = self.entries.back() {
+            crate::prefetch::write(b);
+        }
+    }
+
     /// Drops the entries with `ts <= cut` (they left the window for good).
     pub(crate) fn expire(&mut self, cut: i64) {
         while self.entries.front().is_some_and(|e| e.0 <= cut) {

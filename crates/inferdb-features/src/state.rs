@@ -368,17 +368,50 @@ impl EntityState {
         Ok(())
     }
 
-    /// Reads a word of each part of the state an insert touches first (the
-    /// buffer's oldest and newest rows, the windows' starts and
-    /// accumulators) and returns them mixed. A caller about to insert into
-    /// several entities touches them all first, so that their cache misses
-    /// overlap instead of coming one entity at a time.
-    pub fn touch(&self) -> u64 {
+    /// Prefetches what an insert reads through the header (which must be
+    /// cached by now, or this stalls): the ring's oldest and newest rows,
+    /// the window starts, the accumulators, the last values and the
+    /// distinct maps' headers. Then [`Self::prefetch_deep`] a little later.
+    ///
+    /// A caller about to insert into several entities prefetches each in
+    /// stages (header, these parts, then what they point at) a few rows
+    /// ahead, so that the cache misses of the next rows are served while
+    /// it works on the current one ([`crate::prefetch`]).
+    pub fn prefetch_parts(&self) {
+        use crate::prefetch::{LINE, write, write_range};
         let d = &self.buf.data;
-        let ends = d.front().copied().unwrap_or(0) ^ d.back().copied().unwrap_or(0);
-        let start = self.starts.first().copied().unwrap_or(0);
-        let acc = self.waccs.first().map_or(0, |a| a.counts.nonnull);
-        ends ^ start ^ acc ^ self.frontier as u64
+        if let Some(b) = d.back() {
+            let b = std::ptr::from_ref(b);
+            write(b);
+            // The next row goes right after the newest.
+            write(b.cast::<u8>().wrapping_add(LINE));
+        }
+        if let Some(f) = d.front() {
+            write(f);
+        }
+        write(self.starts.as_ptr());
+        write_range(self.waccs.as_ptr(), size_of_val(self.waccs.as_slice()));
+        write_range(self.accs.as_ptr(), size_of_val(self.accs.as_slice()));
+        write(self.lasts.as_ptr());
+        write(self.buf.last_pos.as_ptr());
+    }
+
+    /// The last stage of prefetching an insert (after
+    /// [`Self::prefetch_parts`]): the ring's rows at the windows' starts,
+    /// where eviction reads, and both ends of the min/max deques.
+    pub fn prefetch_deep(&self) {
+        use crate::prefetch::write;
+        let d = &self.buf.data;
+        for &s in &self.starts {
+            let row = (s.wrapping_sub(self.buf.base) as usize).saturating_mul(self.buf.stride);
+            if let Some(w) = d.get(row) {
+                write(w);
+            }
+        }
+        for a in &self.waccs {
+            a.min.prefetch();
+            a.max.prefetch();
+        }
     }
 
     /// The largest event ts inserted.
