@@ -22,10 +22,11 @@
 //! applied on the way out. Every kernel the CPU supports is tested against a
 //! naive triple loop (and so against the others).
 //!
-//! This is the one module of inferdb with `unsafe` code: the intrinsics read
-//! and write through raw pointers. [`gemm`] checks every length the kernels
-//! rely on before one runs, and a kernel only runs after the CPU has been
-//! seen to support its instructions.
+//! This is one of the two modules of inferdb with `unsafe` code (the other,
+//! `inferdb-features`'s `prefetch.rs`, only issues prefetch hints): the
+//! intrinsics read and write through raw pointers. [`gemm`] checks every
+//! length the kernels rely on before one runs, and a kernel only runs after
+//! the CPU has been seen to support its instructions.
 #![allow(unsafe_code)]
 
 use crate::error::InferenceError;
