@@ -78,6 +78,24 @@ fn keyed_row(
     Some((h, row, key_string(row.get(key)?)?))
 }
 
+/// Row `i`'s route in `slot` and its key field `key`, for a prefetch stage
+/// to find the entity with: only a string key, which is borrowed. An
+/// integer key would be formatted anew by every stage of every row, an
+/// allocation each, for a hint; its rows are applied unprefetched.
+fn prefetch_key(
+    batch: &BatchFrame,
+    width: usize,
+    slot: usize,
+    key: usize,
+    i: usize,
+) -> Option<(u64, &str)> {
+    let h = *batch.routes.get(i * width + slot)?;
+    match batch.rows.get(i)?.get(key)? {
+        Value::Str(s) => Some((h, s)),
+        _ => None,
+    }
+}
+
 /// Applies the rows `mine` names (`(shard, row index)`, in log order) shard
 /// by shard: `lock` takes a shard once per run of its rows, and while row
 /// `j` of a run is `apply`d, `prefetch(guard, row, s)` runs stage `s` for
@@ -86,7 +104,10 @@ fn keyed_row(
 /// found through the one before; the stages walk the chain with prefetch
 /// instructions, which do not wait for their lines, so the next rows'
 /// cache misses are served while this one is applied instead of one after
-/// the other in it. Used by the view tables and the hot tier's entity index.
+/// the other in it. Each stage finds the entity again (its table's lines
+/// are cached after stage 0): a reference found earlier cannot be kept
+/// across the applies in between, which change the table. Used by the
+/// view tables and the hot tier's entity index.
 fn by_shard_runs<G>(
     mine: &mut [(u32, u32)],
     lock: impl Fn(usize) -> G,
@@ -520,7 +541,8 @@ impl OnlineState {
             &mut mine,
             |si| vs.shards[si].write(),
             |shard, i, stage| {
-                let Some(e) = key_at(i).and_then(|(h, _, key)| shard.find(h, |e| e.key.is(&key)))
+                let Some(e) = prefetch_key(batch, width, slot, view.key, i)
+                    .and_then(|(h, key)| shard.find(h, |e| e.key.is(key)))
                 else {
                     return;
                 };
@@ -587,8 +609,8 @@ impl OnlineState {
             &mut mine,
             |si| st.hot[si].lock(),
             |shard, i, stage| {
-                if let Some((h, _, key)) = key_at(i) {
-                    shard.prefetch(&key, h, stage);
+                if let Some((h, key)) = prefetch_key(batch, width, slot, stream.key, i) {
+                    shard.prefetch(key, h, stage);
                 }
                 if stage == 0
                     && let Some(bytes) = batch.records.get(i)

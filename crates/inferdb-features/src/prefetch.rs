@@ -35,9 +35,13 @@ pub fn write<T: ?Sized>(p: *const T) {
     let _ = p;
 }
 
-/// Prefetches the lines of the `bytes` bytes from `p`, to be written soon.
+/// Prefetches the lines of the `bytes` bytes from `p`, to be written soon
+/// (none for 0 bytes: an empty vector's pointer is dangling).
 #[inline(always)]
 pub fn write_range<T: ?Sized>(p: *const T, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
     let p = p.cast::<u8>();
     let lines = (p as usize % LINE + bytes).div_ceil(LINE);
     for k in 0..lines {
