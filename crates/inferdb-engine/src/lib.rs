@@ -82,6 +82,70 @@ pub struct EngineConfig {
     pub history_maintenance_interval: Duration,
     /// Compact a partition once it has this many files.
     pub history_compact_files: usize,
+    /// Whether [`Engine::record_inference`] waits for the record to be
+    /// durable (default `sync`).
+    pub inference_commit: InferenceCommit,
+    /// Most `async` inference records waiting for the log at once (a few
+    /// KB each; default 4,096: at 10,000 answers a second, a disk stall of
+    /// 0.4 s). 0 makes `async` wait as `sync` does.
+    pub async_records_max: usize,
+}
+
+/// When an inference's answer may go out relative to its record's
+/// durability: PostgreSQL's `synchronous_commit`, for the
+/// `inference_records` stream only (events are always acknowledged after
+/// the fsync policy's sync).
+///
+/// Under `sync` a slow `fdatasync` (this disk has 15–40 ms ones a few
+/// times a minute, idle or not) holds every answer in flight; under
+/// `async` it holds only the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InferenceCommit {
+    /// The answer waits until the record is durable (as the fsync policy
+    /// says) and readable: every answered inference has its record,
+    /// whatever crashes.
+    #[default]
+    Sync,
+    /// The answer goes out once the record is queued for the log, in
+    /// order; the writer makes it durable with its next group commit,
+    /// about a millisecond later. A crash of the process or the machine in
+    /// that window loses the records of the last answers (never a torn log
+    /// or a record out of order). A record is readable once durable, so
+    /// `GET /v1/inferences/{id}` may miss it for that long. Such records
+    /// wait outside the writer's batch queue (`queue_depth`), at most
+    /// [`EngineConfig::async_records_max`] of them; past that the answer
+    /// waits as under `sync`.
+    Async,
+}
+
+impl InferenceCommit {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InferenceCommit::Sync => "sync",
+            InferenceCommit::Async => "async",
+        }
+    }
+}
+
+impl std::fmt::Display for InferenceCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for InferenceCommit {
+    type Err = String;
+
+    /// Parses `sync` or `async` (ASCII case and surrounding whitespace
+    /// ignored).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let name = s.trim();
+        [InferenceCommit::Sync, InferenceCommit::Async]
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(name))
+            .ok_or_else(|| format!("inference commit {s:?}: expected sync or async"))
+    }
 }
 
 impl EngineConfig {
@@ -103,6 +167,8 @@ impl EngineConfig {
             history_flush_interval: Duration::from_secs(60),
             history_maintenance_interval: Duration::from_secs(300),
             history_compact_files: 8,
+            inference_commit: InferenceCommit::Sync,
+            async_records_max: 4096,
         }
     }
 }
@@ -185,6 +251,11 @@ struct Inner {
     /// Batches admitted and not yet acknowledged.
     queued: Arc<AtomicUsize>,
     queue_depth: usize,
+    /// `async` inference records admitted and not yet acknowledged (they
+    /// are not counted in `queued`).
+    detached: Arc<AtomicUsize>,
+    async_records_max: usize,
+    inference_commit: InferenceCommit,
     /// Next ticket: the order in which batches are logged.
     tickets: AtomicU64,
     recovery: RecoveryInfo,
@@ -344,6 +415,7 @@ impl Engine {
         // failed request must never be refused.
         let (tx, rx) = crossbeam_channel::unbounded();
         let queued = Arc::new(AtomicUsize::new(0));
+        let detached = Arc::new(AtomicUsize::new(0));
         let (history_tx, history_rx) = crossbeam_channel::unbounded();
         let flush_stop = Arc::new(AtomicBool::new(false));
         let mut history_threads = Vec::new();
@@ -383,6 +455,7 @@ impl Engine {
             applied_seq: applied_seq.clone(),
             failed: failed.clone(),
             queued: queued.clone(),
+            detached: detached.clone(),
             lock,
             events: Vec::new(),
             syncer: None,
@@ -416,6 +489,9 @@ impl Engine {
                 failed,
                 queued,
                 queue_depth: cfg.queue_depth.max(1),
+                detached,
+                async_records_max: cfg.async_records_max,
+                inference_commit: cfg.inference_commit,
                 tickets: AtomicU64::new(0),
                 recovery,
                 data_dir: cfg.data_dir,
@@ -501,8 +577,14 @@ impl Engine {
         rows: Vec<Vec<Value>>,
     ) -> Result<Submitted, EngineError> {
         let si = self.stream_index(stream)?;
-        let inner = &*self.inner;
-        let s = &inner.catalog.streams[si];
+        self.check_rows(si, &rows)?;
+        let ticket = self.admit()?;
+        self.enqueue(ticket, si, rows, Vec::new(), Vec::new(), Timestamp::now().0)
+    }
+
+    /// Whether every row has the stream's arity and field types.
+    fn check_rows(&self, si: usize, rows: &[Vec<Value>]) -> Result<(), EngineError> {
+        let s = &self.inner.catalog.streams[si];
         for (i, row) in rows.iter().enumerate() {
             if row.len() != s.fields.len() {
                 return Err(EngineError::InvalidInput(format!(
@@ -525,8 +607,52 @@ impl Engine {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Logs an inference record (a row of the `inference_records` stream)
+    /// and returns as the configured [`InferenceCommit`] says: once it is
+    /// durable and readable (`sync`), or once it is queued for the log
+    /// (`async`, unless [`EngineConfig::async_records_max`] records
+    /// already wait).
+    pub async fn record_inference(&self, row: Vec<Value>) -> Result<(), EngineError> {
+        let si = self.stream_index(inferdb_types::INFERENCE_STREAM)?;
+        let rows = vec![row];
+        self.check_rows(si, &rows)?;
+        let now = Timestamp::now().0;
+        if self.inner.inference_commit == InferenceCommit::Async
+            && let Some(ticket) = self.admit_detached()
+        {
+            // The writer still logs, applies and acknowledges it; nobody
+            // waits for the acknowledgement.
+            self.enqueue(ticket, si, rows, Vec::new(), Vec::new(), now)?;
+            return Ok(());
+        }
         let ticket = self.admit()?;
-        self.enqueue(ticket, si, rows, Vec::new(), Vec::new(), Timestamp::now().0)
+        self.enqueue(ticket, si, rows, Vec::new(), Vec::new(), now)?
+            .wait()
+            .await
+            .map(|_| ())
+    }
+
+    /// Admission of an `async` inference record: `None` when the writer
+    /// failed or `async_records_max` records already wait (the caller then takes
+    /// the waiting path, which reports a failure).
+    fn admit_detached(&self) -> Option<Ticket<'_>> {
+        let inner = &*self.inner;
+        if inner.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        if inner.detached.fetch_add(1, Ordering::AcqRel) >= inner.async_records_max {
+            inner.detached.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Ticket {
+            inner,
+            n: inner.tickets.fetch_add(1, Ordering::AcqRel),
+            live: true,
+            detached: true,
+        })
     }
 
     /// Admission (fail fast when the writer is behind or failed), then the
@@ -548,6 +674,7 @@ impl Engine {
             inner,
             n: inner.tickets.fetch_add(1, Ordering::AcqRel),
             live: true,
+            detached: false,
         })
     }
 
@@ -583,6 +710,7 @@ impl Engine {
             batch,
             enqueued: Instant::now(),
             ack: ack_tx,
+            detached: ticket.detached,
         };
         ticket.live = false;
         if inner
@@ -590,7 +718,7 @@ impl Engine {
             .send(Command::Batch(ticket.n, Box::new(pending)))
             .is_err()
         {
-            inner.queued.fetch_sub(1, Ordering::AcqRel);
+            inner.slots(ticket.detached).fetch_sub(1, Ordering::AcqRel);
             return Err(EngineError::Unavailable(
                 "the engine is shutting down".into(),
             ));
@@ -926,12 +1054,27 @@ struct Ticket<'a> {
     inner: &'a Inner,
     n: u64,
     live: bool,
+    /// Admitted as an `async` inference record (counted in `detached`).
+    detached: bool,
+}
+
+impl Inner {
+    /// The admission counter a batch holds a place in.
+    fn slots(&self, detached: bool) -> &AtomicUsize {
+        if detached {
+            &self.detached
+        } else {
+            &self.queued
+        }
+    }
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if self.live {
-            self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+            self.inner
+                .slots(self.detached)
+                .fetch_sub(1, Ordering::AcqRel);
             let _ = self.inner.tx.send(Command::Skip(self.n));
         }
     }

@@ -57,6 +57,9 @@ pub struct PendingBatch {
     pub(crate) rejected: u64,
     pub(crate) enqueued: Instant,
     pub(crate) ack: oneshot::Sender<Result<BatchAck, EngineError>>,
+    /// An `async` inference record: nobody waits for `ack`, and its place
+    /// is in the writer's `detached` count, not `queued`.
+    pub(crate) detached: bool,
 }
 
 /// Commands to the writer.
@@ -94,6 +97,8 @@ pub(crate) struct Writer {
     pub failed: Arc<AtomicBool>,
     /// Batches admitted and not yet acknowledged (the queue's bound).
     pub queued: Arc<AtomicUsize>,
+    /// `async` inference records admitted and not yet acknowledged.
+    pub detached: Arc<AtomicUsize>,
     /// Held while the writer runs: one process per data directory.
     pub lock: std::fs::File,
     /// Per stream: accepted, late and rejected event counters.
@@ -444,9 +449,19 @@ impl Writer {
         self.stop_snapshotter();
     }
 
+    /// Gives back the batch's place in the admission count it was taken from.
+    fn release(&self, b: &PendingBatch) {
+        let slots = if b.detached {
+            &self.detached
+        } else {
+            &self.queued
+        };
+        slots.fetch_sub(1, Ordering::AcqRel);
+    }
+
     fn fail_all(&self, group: &mut Vec<PendingBatch>, why: &str) {
         for b in group.drain(..) {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.release(&b);
             let _ = b.ack.send(Err(EngineError::Unavailable(why.to_string())));
         }
     }
@@ -609,7 +624,7 @@ impl Writer {
                 rejected.increment(b.rejected);
             }
             self.applied_seq.store(seq, Ordering::Release);
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.release(&b);
             metrics::histogram!(m::INGEST_ACK_SECONDS).record(b.enqueued.elapsed().as_secs_f64());
             // The history thread appends the rows and frees the batch.
             let spent = match self
@@ -782,6 +797,7 @@ mod tests {
             rejected: 0,
             enqueued: Instant::now(),
             ack,
+            detached: false,
         })
     }
 

@@ -2,7 +2,7 @@
 //! Engine-level behaviour: ingest → features equal a naive recomputation;
 //! restart from snapshot + log; spec changes; late events; dead letters.
 
-use inferdb_engine::{BodyFormat, Engine, EngineConfig, FsyncPolicy};
+use inferdb_engine::{BodyFormat, Engine, EngineConfig, FsyncPolicy, InferenceCommit};
 use inferdb_types::{Catalog, Value};
 use std::collections::BTreeMap;
 
@@ -569,6 +569,103 @@ fn inference_records_are_found_by_id_and_entity_after_restart() {
         assert_eq!(recent[0]["inference_id"], "inf-0029");
         engine.shutdown();
     }
+}
+
+/// `record_inference` under both commit modes: `sync` returns with the
+/// record readable; `async` may return first, yet every record is logged,
+/// applied and there after a restart, even with a writer queue of one
+/// batch (async records wait outside it); `async` with no room for
+/// waiting records waits as `sync` does.
+#[test]
+fn record_inference_waits_as_its_commit_mode_says_and_loses_nothing_on_shutdown() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let t0 = 1_767_225_600_000i64;
+    // (mode, queue depth, async records at most, whether each call returns
+    // with the record readable)
+    let cases = [
+        (InferenceCommit::Sync, 256, 4096, true),
+        (InferenceCommit::Async, 256, 4096, false),
+        (InferenceCommit::Async, 1, 4096, false),
+        (InferenceCommit::Async, 256, 0, true),
+    ];
+    for (mode, depth, max, readable_at_once) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.inference_commit = mode;
+        cfg.queue_depth = depth;
+        cfg.async_records_max = max;
+        {
+            let engine = Engine::open(cfg.clone()).unwrap();
+            for i in 0..200 {
+                rt.block_on(engine.record_inference(inference_row(i, t0 + i as i64)))
+                    .unwrap();
+                if readable_at_once {
+                    let stored = engine
+                        .stream_stats(inferdb_types::INFERENCE_STREAM)
+                        .unwrap()
+                        .events_stored;
+                    assert_eq!(stored, i as u64 + 1, "{mode} depth {depth}");
+                    assert!(
+                        engine
+                            .record_by_id(inferdb_types::INFERENCE_STREAM, &format!("inf-{i:04}"))
+                            .unwrap()
+                            .is_some(),
+                        "{mode} depth {depth}: record {i} not readable on return"
+                    );
+                }
+            }
+            // A bad row is refused at once in every mode.
+            let mut bad = inference_row(999, t0);
+            bad[4] = Value::Str("one".into());
+            let e = rt.block_on(engine.record_inference(bad)).unwrap_err();
+            assert!(e.to_string().contains("model_version"), "{e}");
+            // Async records become readable once the writer has them durable.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while engine
+                .stream_stats(inferdb_types::INFERENCE_STREAM)
+                .unwrap()
+                .events_stored
+                < 200
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{mode}: records never applied"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            engine.shutdown();
+        }
+        let engine = Engine::open(cfg).unwrap();
+        let stats = engine
+            .stream_stats(inferdb_types::INFERENCE_STREAM)
+            .unwrap();
+        assert_eq!(stats.events_stored, 200, "{mode} depth {depth}");
+        for i in [0usize, 117, 199] {
+            assert!(
+                engine
+                    .record_by_id(inferdb_types::INFERENCE_STREAM, &format!("inf-{i:04}"))
+                    .unwrap()
+                    .is_some(),
+                "{mode} depth {depth}: record {i} lost"
+            );
+        }
+        engine.shutdown();
+    }
+}
+
+#[test]
+fn inference_commit_parses_its_names_and_refuses_others() {
+    for (text, want) in [
+        ("sync", InferenceCommit::Sync),
+        (" ASYNC ", InferenceCommit::Async),
+    ] {
+        assert_eq!(text.parse::<InferenceCommit>().unwrap(), want);
+    }
+    assert_eq!(InferenceCommit::default(), InferenceCommit::Sync);
+    let e = "later".parse::<InferenceCommit>().unwrap_err();
+    assert!(e.contains("later") && e.contains("sync or async"), "{e}");
 }
 
 /// (count, sum of amount in cents) of `transactions` and the dead-letter

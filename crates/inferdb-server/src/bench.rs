@@ -91,6 +91,10 @@ pub struct InferBenchArgs {
     /// Use the built-in load generator even when wrk is installed.
     #[arg(long)]
     pub builtin_client: bool,
+    /// When `/infer` answers: sync (after its record is durable, the
+    /// server's default) or async (once the record is queued for the log).
+    #[arg(long, default_value = "sync")]
+    pub inference_commit: inferdb_engine::InferenceCommit,
 }
 
 /// Options of `bench features`.
@@ -521,7 +525,7 @@ fn machine() -> String {
 /// returned guard.
 fn start_and_ingest(
     args: &BenchArgs,
-    models: Option<PathBuf>,
+    models: Option<(PathBuf, inferdb_engine::InferenceCommit)>,
 ) -> anyhow::Result<(
     tokio::runtime::Runtime,
     serve::RunningServer,
@@ -538,13 +542,15 @@ fn start_and_ingest(
     );
     let (dir, keep) = data_dir(args)?;
     let rt = serve::runtime(args.worker_threads)?;
+    let commit = models.as_ref().map(|m| m.1).unwrap_or_default();
     let mut config = server_config(
         dir,
         args.fsync,
         args.worker_threads,
         Some(&args.lateness),
-        models,
+        models.map(|m| m.0),
     )?;
+    config.engine.inference_commit = commit;
     if let Some(secs) = args.snapshot_interval_secs {
         config.engine.snapshot_interval = std::time::Duration::from_secs(secs.max(1));
     }
@@ -685,7 +691,8 @@ pub fn run_infer(args: &InferBenchArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(default_model_repository)
         .ok_or_else(|| anyhow::anyhow!("no model repository: pass --model-repository DIR"))?;
-    let (rt, server, _, _keep) = start_and_ingest(&args.common, Some(repo.clone()))?;
+    let (rt, server, _, _keep) =
+        start_and_ingest(&args.common, Some((repo.clone(), args.inference_commit)))?;
     settle(&server)?;
     let mut bodies = infer_bodies(50_000, args.common.seed ^ 0x1f);
     if let Some(m) = &args.model {
@@ -701,8 +708,9 @@ pub fn run_infer(args: &InferBenchArgs) -> anyhow::Result<()> {
         .as_deref()
         .unwrap_or("the default binding (fraud_ensemble)");
     println!(
-        "POST /infer ({model}, repository {}), Zipf-random users, records stored:",
-        repo.display()
+        "POST /infer ({model}, repository {}), Zipf-random users, records stored, inference commit {}:",
+        repo.display(),
+        args.inference_commit
     );
     // Warm-up: connections, allocator, batcher threads.
     let warm = loadgen::post_json_repeat(server.addr, "/infer", bodies.clone(), 2_000, 16)?;
@@ -738,21 +746,22 @@ pub fn run_infer(args: &InferBenchArgs) -> anyhow::Result<()> {
             );
             answered += w.ok();
             cut_off += c as u64;
-            // Let the requests in flight when wrk stopped finish.
-            let mut last = stored()?;
-            loop {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                let now = stored()?;
-                if now == last {
-                    break;
-                }
-                last = now;
-            }
         } else {
             let rep =
                 loadgen::post_json_repeat(server.addr, "/infer", bodies.clone(), args.requests, c)?;
             answered += rep.ok;
             println!("  concurrency {c:>3}: {}", rep.summary_line());
+        }
+        // Let the requests in flight when wrk stopped finish, and (under
+        // `async`) the records of answered requests reach the log.
+        let mut last = stored()?;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let now = stored()?;
+            if now == last {
+                break;
+            }
+            last = now;
         }
     }
     let stored = stored()?;

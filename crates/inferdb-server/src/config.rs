@@ -4,7 +4,7 @@
 //! and the defaults, and validates.
 
 use clap::Args;
-use inferdb_engine::{EngineConfig, FsyncPolicy, SqlOptions};
+use inferdb_engine::{EngineConfig, FsyncPolicy, InferenceCommit, SqlOptions};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// When ingest is acknowledged: always | batch | none.
     #[arg(long, env = "INFERDB_FSYNC")]
     pub fsync: Option<FsyncPolicy>,
+    /// When `/infer` answers: sync (after its inference record is durable)
+    /// | async (once the record is queued for the log; see the README).
+    #[arg(long, env = "INFERDB_INFERENCE_COMMIT")]
+    pub inference_commit: Option<InferenceCommit>,
     /// Largest request body in bytes.
     #[arg(long, env = "INFERDB_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -89,6 +93,7 @@ struct FileConfig {
     spec: Option<PathBuf>,
     listen: Option<SocketAddr>,
     fsync: Option<String>,
+    inference_commit: Option<String>,
     max_body_bytes: Option<usize>,
     hot_records_per_entity: Option<usize>,
     hot_tier_bytes: Option<usize>,
@@ -154,6 +159,13 @@ impl ServeArgs {
         };
         let mut engine = EngineConfig::new(data_dir);
         engine.fsync = fsync;
+        engine.inference_commit = match (self.inference_commit, file.inference_commit) {
+            (Some(c), _) => c,
+            (None, Some(s)) => s
+                .parse()
+                .map_err(|e| anyhow::anyhow!("config inference_commit: {e}"))?,
+            (None, None) => InferenceCommit::Sync,
+        };
         if let Some(spec) = self.spec.clone().or(file.spec) {
             let text = std::fs::read_to_string(&spec)
                 .map_err(|e| anyhow::anyhow!("cannot read spec {}: {e}", spec.display()))?;
@@ -236,7 +248,7 @@ mod tests {
         let cfg = dir.path().join("c.toml");
         std::fs::write(
             &cfg,
-            "data_dir = \"/tmp/x\"\nfsync = \"none\"\nqueue_depth = 7\nlisten = \"127.0.0.1:9\"\n",
+            "data_dir = \"/tmp/x\"\nfsync = \"none\"\nqueue_depth = 7\nlisten = \"127.0.0.1:9\"\ninference_commit = \"async\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -248,12 +260,39 @@ mod tests {
         assert_eq!(r.engine.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(r.engine.fsync, FsyncPolicy::None);
         assert_eq!(r.engine.queue_depth, 9);
+        assert_eq!(r.engine.inference_commit, InferenceCommit::Async);
+        let flagged = ServeArgs {
+            inference_commit: Some(InferenceCommit::Sync),
+            ..args.clone()
+        };
+        assert_eq!(
+            flagged.resolve().unwrap().engine.inference_commit,
+            InferenceCommit::Sync
+        );
         assert_eq!(r.listen.port(), 9);
         assert_eq!(r.max_body_bytes, 32 << 20);
 
         std::fs::write(&cfg, "data_dir = \"/tmp/x\"\nfsink = \"none\"\n").unwrap();
         let e = args.resolve().unwrap_err().to_string();
         assert!(e.contains("fsink"), "{e}");
+        std::fs::write(
+            &cfg,
+            "data_dir = \"/tmp/x\"\ninference_commit = \"later\"\n",
+        )
+        .unwrap();
+        let e = args.resolve().unwrap_err().to_string();
+        assert!(e.contains("inference_commit") && e.contains("later"), "{e}");
+        assert_eq!(
+            ServeArgs {
+                data_dir: Some("/tmp/y".into()),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap()
+            .engine
+            .inference_commit,
+            InferenceCommit::Sync
+        );
         assert!(ServeArgs::default().resolve().is_err());
     }
 }

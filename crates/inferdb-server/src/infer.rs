@@ -4,9 +4,12 @@
 //! entities', e.g. the merchant's), joins them with the request's fields
 //! into the input vector, the model (or ensemble) runs under the request's
 //! deadline through its dynamic batcher, and the inference record goes
-//! through the WAL into the built-in `inference_records` stream before the
-//! answer is sent (so every answered request has a durable record: what the
-//! bench checks). `GET /v1/inferences/{id}` reads a record back.
+//! through the WAL into the built-in `inference_records` stream. With
+//! `inference_commit = sync` (the default) the answer waits until the
+//! record is durable, so every answered request has a durable record; with
+//! `async` it goes out once the record is queued for the log
+//! ([`inferdb_engine::InferenceCommit`]). `GET /v1/inferences/{id}` reads a
+//! record back.
 
 use crate::api::{ApiError, ApiResult, AppState, json_response};
 use axum::Json;
@@ -258,10 +261,7 @@ pub async fn infer(
         confidence.map_or(Value::Null, |c| Value::Float(f64::from(c))),
         Value::Float(latency_ms),
     ];
-    s.engine
-        .submit_rows(INFERENCE_STREAM, vec![record])?
-        .wait()
-        .await?;
+    s.engine.record_inference(record).await?;
     Ok(json_response(&InferAnswer {
         result: InferResult {
             predictions: preds,

@@ -40,11 +40,16 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(inferdb_engine::InferenceCommit::Sync).await
+}
+
+async fn setup_with(commit: inferdb_engine::InferenceCommit) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("models");
     copy_dir(&repo_root().join("examples/models"), &models);
     let mut engine = inferdb_engine::EngineConfig::new(dir.path().join("data"));
     engine.spec = Some(inferdb_types::Catalog::from_toml(SPEC).unwrap().spec);
+    engine.inference_commit = commit;
     let cfg = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         max_body_bytes: 8 << 20,
@@ -576,6 +581,51 @@ async fn infer_joins_features_runs_the_ensemble_and_records_it() {
         .await
         .unwrap();
     assert_eq!(stats["events_stored"], answered, "{stats}");
+    s.server.stop().await.unwrap();
+}
+
+/// Under `inference_commit = async` the answer does not wait for the
+/// record, yet every answered request's record becomes readable, with what
+/// the answer said, and records stored == requests answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_inference_commit_records_every_answered_request() {
+    let s = setup_with(inferdb_engine::InferenceCommit::Async).await;
+    let a = s.addr;
+    let request = seed_and_request(a).await;
+    let mut answers = Vec::new();
+    for i in 0..60 {
+        let b = json!({"entity_id": format!("user_{:06}", i % 4), "features": request,
+            "context": {"timestamp": "2026-01-01T11:15:00Z"}});
+        let (st, out) = post_json(a, "/infer", &b).await.unwrap();
+        assert_eq!(st, 200, "{out}");
+        answers.push(out);
+    }
+    for out in &answers {
+        let id = out["inference_id"].as_str().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let rec = loop {
+            let (st, rec) = get_json(a, &format!("/v1/inferences/{id}")).await.unwrap();
+            if st == 200 {
+                break rec;
+            }
+            assert_eq!(st, 404, "{rec}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "record {id} never readable"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        assert_close(
+            &floats(&rec["predictions"]),
+            &floats(&out["result"]["predictions"]),
+            "recorded predictions",
+        );
+        assert_eq!(rec["features"]["merchant_id"], "m_0002");
+    }
+    let (_, stats) = get_json(a, "/v1/streams/inference_records/stats")
+        .await
+        .unwrap();
+    assert_eq!(stats["events_stored"], answers.len(), "{stats}");
     s.server.stop().await.unwrap();
 }
 
