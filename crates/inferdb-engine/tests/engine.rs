@@ -582,6 +582,12 @@ fn record_inference_waits_as_its_commit_mode_says_and_loses_nothing_on_shutdown(
         .build()
         .unwrap();
     let t0 = 1_767_225_600_000i64;
+    let readable = |engine: &Engine, i: usize| {
+        engine
+            .record_by_id(inferdb_types::INFERENCE_STREAM, &format!("inf-{i:04}"))
+            .unwrap()
+            .is_some()
+    };
     // (mode, queue depth, async records at most, whether each call returns
     // with the record readable)
     let cases = [
@@ -608,10 +614,7 @@ fn record_inference_waits_as_its_commit_mode_says_and_loses_nothing_on_shutdown(
                         .events_stored;
                     assert_eq!(stored, i as u64 + 1, "{mode} depth {depth}");
                     assert!(
-                        engine
-                            .record_by_id(inferdb_types::INFERENCE_STREAM, &format!("inf-{i:04}"))
-                            .unwrap()
-                            .is_some(),
+                        readable(&engine, i),
                         "{mode} depth {depth}: record {i} not readable on return"
                     );
                 }
@@ -644,10 +647,7 @@ fn record_inference_waits_as_its_commit_mode_says_and_loses_nothing_on_shutdown(
         assert_eq!(stats.events_stored, 200, "{mode} depth {depth}");
         for i in [0usize, 117, 199] {
             assert!(
-                engine
-                    .record_by_id(inferdb_types::INFERENCE_STREAM, &format!("inf-{i:04}"))
-                    .unwrap()
-                    .is_some(),
+                readable(&engine, i),
                 "{mode} depth {depth}: record {i} lost"
             );
         }
