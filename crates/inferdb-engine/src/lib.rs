@@ -96,8 +96,8 @@ pub struct EngineConfig {
 /// `inference_records` stream only (events are always acknowledged after
 /// the fsync policy's sync).
 ///
-/// Under `sync` a slow `fdatasync` (this disk has 15–40 ms ones a few
-/// times a minute, idle or not) holds every answer in flight; under
+/// Under `sync` a slow `fdatasync` (a VM's disk can take 15–75 ms over a
+/// few of them a minute, idle or not) holds every answer in flight; under
 /// `async` it holds only the records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InferenceCommit {
