@@ -36,7 +36,7 @@ pub use state::FeatureRow;
 pub use writer::BatchAck;
 
 use crate::state::{NO_WATERMARK, OnlineState, StateLimits};
-use crate::writer::{Command, PendingBatch, Writer};
+use crate::writer::{Admission, Command, PendingBatch, Writer};
 use crossbeam_channel::Sender;
 use inferdb_storage::history::latest::{EncodedRow, LatestRows};
 use inferdb_storage::history::{HistoryOptions, TableDef};
@@ -45,7 +45,7 @@ use inferdb_types::{Catalog, Spec, Timestamp, Value};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -248,12 +248,10 @@ struct Inner {
     writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     applied_seq: Arc<AtomicU64>,
     failed: Arc<AtomicBool>,
-    /// Batches admitted and not yet acknowledged.
-    queued: Arc<AtomicUsize>,
+    /// Places taken in the writer's queue: batches, and `async` inference
+    /// records apart (not counted among the batches).
+    admission: Arc<Admission>,
     queue_depth: usize,
-    /// `async` inference records admitted and not yet acknowledged (they
-    /// are not counted in `queued`).
-    detached: Arc<AtomicUsize>,
     async_records_max: usize,
     inference_commit: InferenceCommit,
     /// Next ticket: the order in which batches are logged.
@@ -414,8 +412,7 @@ impl Engine {
         // Unbounded channel, bounded by admission (`queued`): a Skip for a
         // failed request must never be refused.
         let (tx, rx) = crossbeam_channel::unbounded();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let detached = Arc::new(AtomicUsize::new(0));
+        let admission = Arc::new(Admission::default());
         let (history_tx, history_rx) = crossbeam_channel::unbounded();
         let flush_stop = Arc::new(AtomicBool::new(false));
         let mut history_threads = Vec::new();
@@ -454,8 +451,7 @@ impl Engine {
             max_group: cfg.max_group.max(1),
             applied_seq: applied_seq.clone(),
             failed: failed.clone(),
-            queued: queued.clone(),
-            detached: detached.clone(),
+            admission: admission.clone(),
             lock,
             events: Vec::new(),
             syncer: None,
@@ -487,9 +483,8 @@ impl Engine {
                 writer: parking_lot::Mutex::new(Some(handle)),
                 applied_seq,
                 failed,
-                queued,
+                admission,
                 queue_depth: cfg.queue_depth.max(1),
-                detached,
                 async_records_max: cfg.async_records_max,
                 inference_commit: cfg.inference_commit,
                 tickets: AtomicU64::new(0),
@@ -643,8 +638,8 @@ impl Engine {
         if inner.failed.load(Ordering::Acquire) {
             return None;
         }
-        if inner.detached.fetch_add(1, Ordering::AcqRel) >= inner.async_records_max {
-            inner.detached.fetch_sub(1, Ordering::AcqRel);
+        if inner.admission.detached.fetch_add(1, Ordering::AcqRel) >= inner.async_records_max {
+            inner.admission.release(true);
             return None;
         }
         Some(Ticket {
@@ -665,8 +660,8 @@ impl Engine {
                 "an earlier WAL write failed; restart the server".into(),
             ));
         }
-        if inner.queued.fetch_add(1, Ordering::AcqRel) >= inner.queue_depth {
-            inner.queued.fetch_sub(1, Ordering::AcqRel);
+        if inner.admission.queued.fetch_add(1, Ordering::AcqRel) >= inner.queue_depth {
+            inner.admission.release(false);
             inner.handles.overloaded.increment(1);
             return Err(EngineError::Overloaded);
         }
@@ -718,7 +713,7 @@ impl Engine {
             .send(Command::Batch(ticket.n, Box::new(pending)))
             .is_err()
         {
-            inner.slots(ticket.detached).fetch_sub(1, Ordering::AcqRel);
+            inner.admission.release(ticket.detached);
             return Err(EngineError::Unavailable(
                 "the engine is shutting down".into(),
             ));
@@ -1058,23 +1053,10 @@ struct Ticket<'a> {
     detached: bool,
 }
 
-impl Inner {
-    /// The admission counter a batch holds a place in.
-    fn slots(&self, detached: bool) -> &AtomicUsize {
-        if detached {
-            &self.detached
-        } else {
-            &self.queued
-        }
-    }
-}
-
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if self.live {
-            self.inner
-                .slots(self.detached)
-                .fetch_sub(1, Ordering::AcqRel);
+            self.inner.admission.release(self.detached);
             let _ = self.inner.tx.send(Command::Skip(self.n));
         }
     }

@@ -62,6 +62,29 @@ pub struct PendingBatch {
     pub(crate) detached: bool,
 }
 
+/// Places held in the writer's queue, given back when a batch is
+/// acknowledged or refused: batches (bounded by `queue_depth`) and, apart,
+/// `async` inference records (bounded by `async_records_max`).
+#[derive(Debug, Default)]
+pub(crate) struct Admission {
+    /// Batches admitted and not yet acknowledged.
+    pub queued: AtomicUsize,
+    /// `async` inference records admitted and not yet acknowledged.
+    pub detached: AtomicUsize,
+}
+
+impl Admission {
+    /// Gives a place back (`detached`: an `async` record's).
+    pub fn release(&self, detached: bool) {
+        let count = if detached {
+            &self.detached
+        } else {
+            &self.queued
+        };
+        count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Commands to the writer.
 pub enum Command {
     /// Log, apply and acknowledge a batch, in ticket order.
@@ -95,10 +118,8 @@ pub(crate) struct Writer {
     pub max_group: usize,
     pub applied_seq: Arc<AtomicU64>,
     pub failed: Arc<AtomicBool>,
-    /// Batches admitted and not yet acknowledged (the queue's bound).
-    pub queued: Arc<AtomicUsize>,
-    /// `async` inference records admitted and not yet acknowledged.
-    pub detached: Arc<AtomicUsize>,
+    /// Places in the queue, given back as batches are acknowledged.
+    pub admission: Arc<Admission>,
     /// Held while the writer runs: one process per data directory.
     pub lock: std::fs::File,
     /// Per stream: accepted, late and rejected event counters.
@@ -449,19 +470,9 @@ impl Writer {
         self.stop_snapshotter();
     }
 
-    /// Gives back the batch's place in the admission count it was taken from.
-    fn release(&self, b: &PendingBatch) {
-        let slots = if b.detached {
-            &self.detached
-        } else {
-            &self.queued
-        };
-        slots.fetch_sub(1, Ordering::AcqRel);
-    }
-
     fn fail_all(&self, group: &mut Vec<PendingBatch>, why: &str) {
         for b in group.drain(..) {
-            self.release(&b);
+            self.admission.release(b.detached);
             let _ = b.ack.send(Err(EngineError::Unavailable(why.to_string())));
         }
     }
@@ -624,7 +635,7 @@ impl Writer {
                 rejected.increment(b.rejected);
             }
             self.applied_seq.store(seq, Ordering::Release);
-            self.release(&b);
+            self.admission.release(b.detached);
             metrics::histogram!(m::INGEST_ACK_SECONDS).record(b.enqueued.elapsed().as_secs_f64());
             // The history thread appends the rows and frees the batch.
             let spent = match self
