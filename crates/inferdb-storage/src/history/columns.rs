@@ -9,13 +9,18 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMillisecondBuilder,
+    Array, ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringArray,
+    StringBuilder, TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use inferdb_types::codec::Decoder;
 use inferdb_types::{FieldType, TypesError, Value, ValueRef};
+
+/// Most bytes a string column's builder reserves ahead after a seal: a
+/// batch of a few huge values (dead letters of long lines) must not make
+/// the next one reserve thousands of times as much.
+const SEAL_BYTES_MAX: usize = 16 << 20;
 
 /// The time zone every timestamp column carries.
 pub const UTC: &str = "UTC";
@@ -99,6 +104,30 @@ impl Col {
         }
     }
 
+    /// Like [`Col::finish`], but the builder starts again with room for
+    /// `rows` values, and a string column with room for as many bytes per
+    /// value as the batch just finished held (one sixteenth more), so that
+    /// a head batch of the same rows grows without reallocating: each
+    /// doubling of a column's buffer would copy it and touch a fresh
+    /// allocation twice its size, which on a VM whose memory the host backs
+    /// on first touch costs more than the copy.
+    fn seal(&mut self, ty: FieldType, rows: usize) -> ArrayRef {
+        let a = self.finish();
+        let bytes = match a.as_any().downcast_ref::<StringArray>() {
+            Some(s) if !s.is_empty() => {
+                let per_row = s.value_data().len().div_ceil(s.len());
+                let per_row = per_row + per_row.div_ceil(16);
+                Some(rows.saturating_mul(per_row.max(1)).min(SEAL_BYTES_MAX))
+            }
+            _ => None,
+        };
+        *self = match (ty, bytes) {
+            (FieldType::String, Some(b)) => Col::Str(StringBuilder::with_capacity(rows, b)),
+            _ => Col::new(ty, rows),
+        };
+        a
+    }
+
     fn finish_cloned(&self) -> ArrayRef {
         match self {
             Col::Str(b) => Arc::new(b.finish_cloned()),
@@ -123,6 +152,7 @@ impl Col {
 /// Column builders for one table: rows in, record batches out.
 pub struct RowBuilder {
     schema: SchemaRef,
+    types: Vec<FieldType>,
     cols: Vec<Col>,
 }
 
@@ -136,6 +166,7 @@ impl RowBuilder {
     pub fn with_capacity(schema: SchemaRef, types: &[FieldType], rows: usize) -> RowBuilder {
         RowBuilder {
             schema,
+            types: types.to_vec(),
             cols: types.iter().map(|t| Col::new(*t, rows)).collect(),
         }
     }
@@ -183,6 +214,20 @@ impl RowBuilder {
         self.batch(arrays)
     }
 
+    /// Like [`RowBuilder::finish`], for a builder that fills batches of
+    /// about `rows` rows again and again (the history head): its columns
+    /// start again with room for `rows` rows of the sizes just seen, so the
+    /// next batch is built without reallocations ([`Col::seal`]).
+    pub fn seal(&mut self, rows: usize) -> RecordBatch {
+        let arrays: Vec<ArrayRef> = self
+            .cols
+            .iter_mut()
+            .zip(&self.types)
+            .map(|(c, t)| c.seal(*t, rows))
+            .collect();
+        self.batch(arrays)
+    }
+
     /// The pending rows as a batch; the builders keep them.
     pub fn snapshot(&self) -> RecordBatch {
         let arrays: Vec<ArrayRef> = self.cols.iter().map(Col::finish_cloned).collect();
@@ -199,5 +244,91 @@ impl RowBuilder {
                 RecordBatch::new_empty(self.schema.clone())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> RowBuilder {
+        let cols = [
+            ("k".to_string(), FieldType::String),
+            ("n".to_string(), FieldType::Int),
+        ];
+        RowBuilder::new(schema_of(&cols), &[FieldType::String, FieldType::Int])
+    }
+
+    fn row(i: i64) -> Vec<Value> {
+        vec![Value::Str(format!("{i:0>100}").into()), Value::Int(i)]
+    }
+
+    fn values_ptr(b: &RowBuilder) -> *const u8 {
+        match &b.cols[0] {
+            Col::Str(s) => s.values_slice().as_ptr(),
+            _ => std::ptr::null(),
+        }
+    }
+
+    #[test]
+    fn seal_leaves_room_for_the_sizes_just_seen() {
+        let mut b = builder();
+        for i in 0..64 {
+            b.push(&row(i));
+        }
+        let _ = b.seal(64);
+        match &b.cols[0] {
+            // 100 bytes a value, one sixteenth more, 64 rows.
+            Col::Str(s) => assert_eq!(s.values_capacity(), 64 * 107),
+            _ => panic!("column 0 is a string column"),
+        }
+    }
+
+    #[test]
+    fn seal_gives_the_rows_and_the_next_batch_needs_no_reallocation() {
+        let mut b = builder();
+        let mut plain = builder();
+        for i in 0..64 {
+            b.push(&row(i));
+            plain.push(&row(i));
+        }
+        let sealed = b.seal(64);
+        assert_eq!(sealed, plain.finish(), "a seal answers what finish does");
+        assert!(b.is_empty());
+        // The next 64 rows of the same sizes fit the room the seal left:
+        // the string column's buffer is never moved.
+        b.push(&row(64));
+        let start = values_ptr(&b);
+        for i in 65..128 {
+            b.push(&row(i));
+            assert_eq!(values_ptr(&b), start, "reallocated at row {i}");
+        }
+        let next = b.seal(64);
+        assert_eq!(next.num_rows(), 64);
+        let keys = next
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .map(|a| a.value(63).to_string());
+        assert_eq!(keys, Some(format!("{:0>100}", 127)));
+    }
+
+    #[test]
+    fn seal_reserves_a_bounded_room_after_huge_values() {
+        let mut b = builder();
+        let huge = "x".repeat(1 << 20);
+        b.push(&[Value::Str(huge.as_str().into()), Value::Int(1)]);
+        let _ = b.seal(8192);
+        // 8192 rows of 1 MiB would be 8 GiB: the room is capped.
+        match &b.cols[0] {
+            Col::Str(s) => {
+                assert!(s.values_slice().is_empty());
+                assert!(s.values_capacity() >= SEAL_BYTES_MAX);
+                assert!(s.values_capacity() < 2 * SEAL_BYTES_MAX);
+            }
+            _ => panic!("column 0 is a string column"),
+        }
+        b.push(&row(1));
+        assert_eq!(b.seal(8192).num_rows(), 1);
     }
 }

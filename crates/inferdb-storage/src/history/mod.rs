@@ -408,7 +408,7 @@ impl History {
                 for r in rows.iter() {
                     head.open.push(r);
                     if head.open.len() >= SEAL_ROWS {
-                        let b = head.open.finish();
+                        let b = head.open.seal(SEAL_ROWS);
                         head.sealed.push(b);
                     }
                 }
@@ -465,7 +465,7 @@ impl History {
             let mut work = Vec::with_capacity(st.heads.len());
             for h in st.heads.iter_mut() {
                 if !h.open.is_empty() {
-                    let b = h.open.finish();
+                    let b = h.open.seal(SEAL_ROWS);
                     h.sealed.push(b);
                 }
                 let sealed = std::mem::take(&mut h.sealed);
